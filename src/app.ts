@@ -1,0 +1,99 @@
+import { readFileSync } from 'node:fs'
+import { STATUS_CODES } from 'node:http'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import secureJson from 'secure-json-parse'
+import adminJwt from './auth/admin-jwt.ts'
+import type { Config } from './config.ts'
+import dbPlugin from './db/plugin.ts'
+import gatewayPlugin from './gateway/plugin.ts'
+import pairingPlugin from './pairing/plugin.ts'
+import pairingRoutes from './pairing/routes.ts'
+import { ErrorResponse } from './schemas/common.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+
+export interface BuildOptions {
+  /** Where log lines go (default stdout); tests pass a stream to read them. */
+  logStream?: NodeJS.WritableStream
+}
+
+/** Never let a secret reach a log line, whatever gets logged. */
+export const LOG_REDACT = ['req.headers.authorization', 'req.headers.cookie', '*.token', '*.deviceToken', '*.jwtSecret', '*.gatewayToken']
+
+/** Builds the whole application from explicitly registered plugins. */
+export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const logger: FastifyServerOptions['logger'] = {
+    level: config.logLevel,
+    redact: { paths: LOG_REDACT, censor: '[redacted]' },
+    ...(options.logStream !== undefined && { stream: options.logStream })
+  }
+  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(fp(async (instance) => { instance.decorate('config', config) }, { name: 'config' }))
+  registerBodyParsing(app)
+  registerErrorHandling(app)
+  app.addSchema(ErrorResponse)
+
+  await app.register(dbPlugin)
+  await app.register(adminJwt)
+  await app.register(pairingPlugin)
+  await app.register(gatewayPlugin, { version: VERSION })
+
+  app.get('/healthz', async () => ({ ok: true }))
+
+  await app.register(async (api) => {
+    api.addHook('onRequest', api.requireAdmin)
+    await api.register(pairingRoutes)
+  }, { prefix: '/api/v1' })
+
+  return app
+}
+
+/** JSON bodies; an empty body means `{}` (API.md), with or without a content-type. */
+function registerBodyParsing (app: FastifyInstance): void {
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString()
+    if (text.trim() === '') {
+      done(null, {})
+      return
+    }
+    try {
+      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }))
+    } catch (err) {
+      done(Object.assign(new Error(`body is not valid JSON: ${(err as Error).message}`), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON' }), undefined)
+    }
+  })
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.method !== 'GET' && request.method !== 'HEAD' && request.method !== 'DELETE') request.body = {}
+  })
+}
+
+/** The one mapping from errors to HTTP responses, in Fastify's error shape. */
+function registerErrorHandling (app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
+    if (status >= 500 && status !== 503) request.log.error({ err }, 'request failed')
+    return reply.status(status).send({
+      statusCode: status,
+      code: err.code ?? (status >= 500 ? 'INTERNAL' : 'BAD_REQUEST'),
+      error: httpStatusText(status),
+      message: status >= 500 && status !== 503 ? 'internal server error' : err.message
+    })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    return reply.status(404).send({ statusCode: 404, code: 'ROUTE_NOT_FOUND', error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` })
+  })
+}
+
+function httpStatusText (status: number): string {
+  return STATUS_CODES[status] ?? 'Error'
+}

@@ -1,0 +1,60 @@
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { ADMIN_ROLES, signAdminToken, type AdminRole } from '../auth/admin-jwt.ts'
+import { ConfigError, loadConfig } from '../config.ts'
+import { DatabaseInUseError } from '../db/database.ts'
+import { VERSION } from '../app.ts'
+import { serve } from '../server.ts'
+
+const DURATION = /^(\d+)(ms|s|m|h|d)?$/
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** Parses `90s`, `15m`, `1h`, `7d` or plain milliseconds. */
+export function parseDuration (value: string): number {
+  const match = DURATION.exec(value.trim())
+  if (match === null || Number(match[1]) <= 0) throw new InvalidArgumentError('expected a positive duration such as 30m, 1h or 7d')
+  return Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1)
+}
+
+export function buildProgram (): Command {
+  const program = new Command('scopegate')
+    .description('Decides which devices may talk to a gateway and what they may do once connected')
+    .version(VERSION)
+    .showHelpAfterError()
+
+  program.command('serve')
+    .description('run the gateway (configuration from the environment; see README)')
+    .action(async () => { await serve() })
+
+  program.command('admin-token')
+    .description('print an admin JWT for the REST API (needs only JWT_SECRET, or DATA_DIR in embedded mode)')
+    .option('--sub <name>', 'who the token speaks for (written into audit rows)', 'admin')
+    .addOption(new Option('--role <role>', 'admin may change things; viewer may only read').choices(ADMIN_ROLES).default('admin'))
+    .option('--ttl <duration>', 'lifetime, e.g. 30m, 1h, 7d', parseDuration, 3_600_000)
+    .action((opts: { sub: string, role: AdminRole, ttl: number }) => {
+      const config = loadConfig(process.env, ['JWT_SECRET'])
+      process.stdout.write(signAdminToken(config.jwtSecret, { sub: opts.sub, role: opts.role }, opts.ttl) + '\n')
+      process.stderr.write(`admin token for ${opts.sub} (${opts.role}), valid ${Math.round(opts.ttl / 60_000)} min: use it as "Authorization: Bearer <token>"\n`)
+    })
+
+  program.command('gateway-token')
+    .description('print the shared gateway token that devices present before they are paired')
+    .action(() => {
+      const config = loadConfig(process.env, ['GATEWAY_TOKEN'])
+      process.stdout.write(config.gatewayToken + '\n')
+    })
+
+  return program
+}
+
+export async function main (argv: string[] = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv)
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof DatabaseInUseError) {
+      process.stderr.write(`scopegate: ${err.message}\n`)
+      process.exitCode = 2
+      return
+    }
+    throw err
+  }
+}

@@ -1,0 +1,169 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { PrismaPg } from '@prisma/adapter-pg'
+import pg from 'pg'
+import { PrismaPGlite } from 'pglite-prisma-adapter'
+import { PrismaClient } from '../generated/prisma/client.ts'
+
+/** The raw SQL surface shared by a pg pool, a pg client and PGlite. */
+export interface SqlClient {
+  query<R = Record<string, unknown>>(text: string, params?: unknown[]): Promise<{ rows: R[] }>
+}
+
+/** One connection on which a migration runs start to end. */
+export interface MigrationSession extends SqlClient {
+  exec(sql: string): Promise<void>
+  release(): void
+}
+
+export interface Database {
+  kind: 'postgres' | 'pglite'
+  schema: string
+  prisma: PrismaClient
+  /** For the hot path (one indexed query per handshake) and for locks. */
+  sql: SqlClient
+  session(): Promise<MigrationSession>
+  /** Subscribes to a notification channel; resolves once LISTEN is in place. */
+  listen(channel: string, onPayload: (payload: string) => void, onError: (err: Error) => void): Promise<() => Promise<void>>
+  notify(channel: string, payload: string): Promise<void>
+  close(): Promise<void>
+}
+
+export class DatabaseInUseError extends Error {
+  override name = 'DatabaseInUseError'
+}
+
+export interface DatabaseOptions {
+  databaseUrl: string | undefined
+  schema: string
+  dataDir: string
+  poolSize?: number
+}
+
+export async function openDatabase (options: DatabaseOptions): Promise<Database> {
+  return options.databaseUrl === undefined
+    ? await openPGlite(options.dataDir)
+    : openPostgres(options.databaseUrl, options.schema, options.poolSize ?? 10)
+}
+
+function quoteIdent (name: string): string {
+  return `"${name.replace(/"/g, '""')}"`
+}
+
+function openPostgres (connectionString: string, schema: string, max: number): Database {
+  const clientConfig: pg.ClientConfig = { connectionString, options: `-c search_path=${quoteIdent(schema)}` }
+  const pool = new pg.Pool({ ...clientConfig, max })
+  // An idle client that loses its server emits here; the pool replaces it.
+  pool.on('error', () => {})
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool, { schema }) })
+  const listeners = new Set<pg.Client>()
+  return {
+    kind: 'postgres',
+    schema,
+    prisma,
+    sql: pool as unknown as SqlClient,
+    async session () {
+      const client = await pool.connect()
+      return {
+        query: async <R>(text: string, params?: unknown[]) => await client.query(text, params) as unknown as { rows: R[] },
+        exec: async (sql) => { await client.query(sql) },
+        release: () => client.release()
+      }
+    },
+    async listen (channel, onPayload, onError) {
+      const client = new pg.Client(clientConfig)
+      client.on('error', onError)
+      client.on('end', () => { if (listeners.has(client)) onError(new Error('notification listener disconnected')) })
+      client.on('notification', (msg) => { if (msg.channel === channel && msg.payload !== undefined) onPayload(msg.payload) })
+      await client.connect()
+      await client.query(`LISTEN ${quoteIdent(channel)}`)
+      listeners.add(client)
+      return async () => {
+        listeners.delete(client)
+        await client.end().catch(() => {})
+      }
+    },
+    async notify (channel, payload) {
+      await pool.query('SELECT pg_notify($1, $2)', [channel, payload])
+    },
+    async close () {
+      await Promise.all([...listeners].map(async (client) => {
+        listeners.delete(client)
+        await client.end().catch(() => {})
+      }))
+      await prisma.$disconnect()
+      await pool.end()
+    }
+  }
+}
+
+/**
+ * PGlite runs inside this process; a second process on the same data
+ * directory would corrupt it, so a pid lock file keeps it out.
+ */
+async function openPGlite (dataDir: string): Promise<Database> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  const lockFile = join(dataDir, 'pglite.lock')
+  acquireLock(lockFile)
+  let db: PGlite
+  try {
+    db = await PGlite.create(join(dataDir, 'pglite'))
+  } catch (err) {
+    rmSync(lockFile, { force: true })
+    throw err
+  }
+  const prisma = new PrismaClient({ adapter: new PrismaPGlite(db) })
+  return {
+    kind: 'pglite',
+    schema: 'public',
+    prisma,
+    sql: db,
+    async session () {
+      // PGlite is a single session: the migration runs on it directly.
+      return {
+        query: (text, params) => db.query(text, params),
+        exec: async (sql) => { await db.exec(sql) },
+        release: () => {}
+      }
+    },
+    async listen (channel, onPayload) {
+      const unlisten = await db.listen(channel, onPayload)
+      return async () => { await unlisten() }
+    },
+    async notify (channel, payload) {
+      await db.query('SELECT pg_notify($1, $2)', [channel, payload])
+    },
+    async close () {
+      await prisma.$disconnect()
+      await db.close()
+      rmSync(lockFile, { force: true })
+    }
+  }
+}
+
+function acquireLock (lockFile: string): void {
+  try {
+    writeFileSync(lockFile, String(process.pid), { flag: 'wx', mode: 0o600 })
+    return
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+  }
+  const holder = Number(readFileSync(lockFile, 'utf8'))
+  if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
+    throw new DatabaseInUseError(
+      `the embedded database in ${join(lockFile, '..')} is in use by process ${holder}; ` +
+      'PGlite serves one process only: stop it, use another DATA_DIR, or set DATABASE_URL to run several instances')
+  }
+  if (holder === process.pid) throw new DatabaseInUseError(`the embedded database in ${join(lockFile, '..')} is already open in this process`)
+  writeFileSync(lockFile, String(process.pid), { mode: 0o600 })
+}
+
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}

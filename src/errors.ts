@@ -1,0 +1,26 @@
+import createError from '@fastify/error'
+
+/**
+ * Domain errors: one code, one message template, one HTTP status each. REST
+ * maps them through Fastify's error handler (app.ts); the gateway maps them to
+ * protocol error frames with toProtocolError (gateway/frames.ts).
+ */
+export const Errors = {
+  PairingRequestNotFound: createError<'PAIRING_REQUEST_NOT_FOUND', 404, [string]>('PAIRING_REQUEST_NOT_FOUND', 'unknown requestId: %s', 404),
+  PairingRequestNotPending: createError<'PAIRING_REQUEST_NOT_PENDING', 409, [string, string]>('PAIRING_REQUEST_NOT_PENDING', 'pairing request %s is %s', 409),
+  DeviceNotFound: createError<'DEVICE_NOT_FOUND', 404, [string]>('DEVICE_NOT_FOUND', 'unknown deviceId: %s', 404),
+  InvalidScope: createError<'INVALID_SCOPE', 400, [string]>('INVALID_SCOPE', 'invalid scope: %s', 400),
+  ScopesNotRequested: createError<'SCOPES_NOT_REQUESTED', 400, [string]>('SCOPES_NOT_REQUESTED', 'scopes must be a non-empty subset of the requested scopes; not requested: %s', 400),
+  InvalidCursor: createError<'INVALID_CURSOR', 400, []>('INVALID_CURSOR', 'cursor is not one this API returned', 400),
+  MissingScope: createError<'MISSING_SCOPE', 403, [string]>('MISSING_SCOPE', 'missing scope: %s', 403),
+  Unauthorized: createError<'UNAUTHORIZED', 401, [string]>('UNAUTHORIZED', '%s', 401),
+  ViewerReadOnly: createError<'FORBIDDEN', 403, [string]>('FORBIDDEN', 'role viewer may only read: %s is not allowed', 403),
+  Unavailable: createError<'UNAVAILABLE', 503, [string]>('UNAVAILABLE', 'database unavailable: %s', 503)
+} as const
+
+export type DomainError = Error & { code: string, statusCode?: number, details?: Record<string, unknown> }
+
+/** Attaches structured details that both the REST and the protocol mapping pass on. */
+export function withDetails<E extends Error> (err: E, details: Record<string, unknown>): E & { details: Record<string, unknown> } {
+  return Object.assign(err, { details })
+}

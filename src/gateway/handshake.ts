@@ -1,0 +1,227 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { deviceIdFromPublicKey, normalizeMetadata, verifyDeviceSignature } from '../auth/device-identity.ts'
+import { isRole, uncoveredScopes, uniqueScopes } from '../auth/scopes.ts'
+import { tokenMatchesHash } from '../auth/tokens.ts'
+import type { SqlClient } from '../db/database.ts'
+import { loadDeviceAccess, mintDeviceToken, type DeviceAccess, type MintedToken } from '../devices/service.ts'
+import type { PairingAsk, PairingReason, PairingRequestView, PairingService } from '../pairing/service.ts'
+import { Close, type CloseSpec } from './close.ts'
+import { invalidField, isConnectParams, PROTOCOL_VERSION, type ConnectParams, type ErrorShape } from './frames.ts'
+
+export const SIGNATURE_SKEW_MS = 120_000
+
+export interface Challenge {
+  nonce: string
+  ts: number
+}
+
+/** Who a connection is, decided once at connect and cached for its life. */
+export interface Admission {
+  role: string
+  scopes: string[]
+  deviceId: string | null
+  authMethod: 'token' | 'device-token'
+  /** The device token this connection logged in with, or was just issued. */
+  tokenId: string | null
+  issued: MintedToken | null
+  client: ConnectParams['client']
+}
+
+export type HandshakeResult =
+  | { ok: true, admission: Admission }
+  | { ok: false, outcome: string, error: ErrorShape, close: CloseSpec }
+
+export interface HandshakeDeps {
+  sql: SqlClient
+  pairing: PairingService
+  gatewayTokenHash: Buffer
+  deviceTokenTtlMs: number
+  now?: () => number
+}
+
+/** A refusal from the table in PROTOCOL.md: INVALID_REQUEST, message = close reason. */
+function refuse (detailsCode: string, close: CloseSpec): HandshakeResult {
+  return { ok: false, outcome: detailsCode, error: { code: 'INVALID_REQUEST', message: close.reason, details: { code: detailsCode } }, close }
+}
+
+export function unavailable (): HandshakeResult {
+  return {
+    ok: false,
+    outcome: 'UNAVAILABLE',
+    error: { code: 'UNAVAILABLE', message: 'database unavailable, try again later', retryable: true },
+    close: Close.tryAgainLater
+  }
+}
+
+export function hashGatewayToken (token: string): Buffer {
+  return createHash('sha256').update(token).digest()
+}
+
+function gatewayTokenMatches (token: string, expectedHash: Buffer): boolean {
+  return timingSafeEqual(hashGatewayToken(token), expectedHash)
+}
+
+function isInteger (value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value)
+}
+
+/**
+ * Runs the connect checks in PROTOCOL.md's order; the first failure wins:
+ * protocol range, params schema, role, identity, nonce, clock, signature,
+ * credentials, pairing.
+ */
+export async function authenticate (raw: unknown, challenge: Challenge, deps: HandshakeDeps): Promise<HandshakeResult> {
+  const params = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
+  const { minProtocol, maxProtocol } = params
+  if (isInteger(minProtocol) && isInteger(maxProtocol) && !(minProtocol <= PROTOCOL_VERSION && PROTOCOL_VERSION <= maxProtocol)) {
+    return refuse('PROTOCOL_MISMATCH', Close.protocolMismatch)
+  }
+  if (!isConnectParams(params)) {
+    return refuse('INVALID_CONNECT_PARAMS', Close.invalidConnectParams(invalidField(isConnectParams.errors)))
+  }
+  if (!isRole(params.role)) return refuse('INVALID_ROLE', Close.invalidRole)
+
+  const now = deps.now?.() ?? Date.now()
+  const { device } = params
+  const platform = normalizeMetadata(params.client.platform)
+  const deviceFamily = normalizeMetadata(params.client.deviceFamily)
+  const token = params.auth?.token ?? ''
+  const deviceToken = params.auth?.deviceToken ?? ''
+
+  if (device !== undefined) {
+    if (deviceIdFromPublicKey(device.publicKey) !== device.id) return refuse('DEVICE_AUTH_DEVICE_ID_MISMATCH', Close.deviceIdentityMismatch)
+    if (device.nonce !== challenge.nonce) return refuse('DEVICE_AUTH_NONCE_MISMATCH', Close.deviceNonceMismatch)
+    if (Math.abs(device.signedAt - now) > SIGNATURE_SKEW_MS) return refuse('DEVICE_AUTH_SIGNATURE_EXPIRED', Close.deviceSignatureExpired)
+    const signed = {
+      deviceId: device.id,
+      clientId: params.client.id,
+      clientMode: params.client.mode,
+      role: params.role,
+      scopes: params.scopes,
+      signedAt: device.signedAt,
+      token: token !== '' ? token : deviceToken,
+      nonce: device.nonce,
+      platform,
+      deviceFamily
+    }
+    if (!verifyDeviceSignature(device.publicKey, device.signature, signed)) {
+      return refuse('DEVICE_AUTH_SIGNATURE_INVALID', Close.deviceSignatureInvalid)
+    }
+  }
+
+  if (token === '' && deviceToken === '') return refuse('AUTH_TOKEN_MISSING', Close.gatewayTokenMissing)
+
+  // The only database round trip of a handshake, needed by a device token check and the pairing check alike.
+  let access: DeviceAccess | null = null
+  if (device !== undefined) {
+    try {
+      access = await loadDeviceAccess(deps.sql, device.id, params.role)
+    } catch {
+      return unavailable()
+    }
+  }
+
+  let tokenId: string | null = null
+  if (deviceToken !== '') {
+    const stored = access?.token
+    if (device === undefined || stored == null || stored.revoked || !tokenMatchesHash(deviceToken, stored.hash)) {
+      return refuse('AUTH_DEVICE_TOKEN_MISMATCH', Close.deviceTokenMismatch)
+    }
+    if (stored.expiresAtMs !== null && stored.expiresAtMs <= now) return refuse('AUTH_DEVICE_TOKEN_EXPIRED', Close.deviceTokenExpired)
+    tokenId = stored.id
+  } else if (!gatewayTokenMatches(token, deps.gatewayTokenHash)) {
+    return refuse('AUTH_TOKEN_MISMATCH', Close.gatewayTokenMismatch)
+  }
+  const authMethod = deviceToken !== '' ? 'device-token' : 'token'
+
+  if (device === undefined) {
+    // The gateway token alone never grants a scope.
+    return { ok: true, admission: { role: params.role, scopes: [], deviceId: null, authMethod, tokenId: null, issued: null, client: params.client } }
+  }
+
+  const scopes = uniqueScopes(params.scopes)
+  const reason = pairingReason(access, scopes, platform, deviceFamily)
+  if (reason !== null) {
+    const ask: PairingAsk = {
+      deviceId: device.id,
+      publicKey: device.publicKey,
+      role: params.role,
+      scopes,
+      platform,
+      deviceFamily,
+      clientId: params.client.id,
+      clientMode: params.client.mode,
+      ...(params.client.displayName !== undefined && { displayName: params.client.displayName })
+    }
+    let request: PairingRequestView
+    try {
+      request = await deps.pairing.requestPairing(ask, reason)
+    } catch {
+      return unavailable()
+    }
+    return pairingRequired(reason, request, access)
+  }
+
+  let issued: MintedToken | null = null
+  if (authMethod === 'token') {
+    const current = access?.token
+    const usable = current != null && !current.revoked && (current.expiresAtMs === null || current.expiresAtMs > now)
+    if (usable) {
+      tokenId = current.id
+    } else {
+      try {
+        issued = await mintDeviceToken(deps.sql, device.id, params.role, access?.roleScopes ?? [], deps.deviceTokenTtlMs)
+      } catch {
+        return unavailable()
+      }
+      tokenId = issued?.tokenId ?? null
+    }
+  }
+  return { ok: true, admission: { role: params.role, scopes, deviceId: device.id, authMethod, tokenId, issued, client: params.client } }
+}
+
+/** The pairing check, in PROTOCOL.md's order of reasons; null when the device may connect. */
+export function pairingReason (access: DeviceAccess | null, scopes: string[], platform: string, deviceFamily: string): PairingReason | null {
+  if (access === null) return 'not-paired'
+  if (access.roleScopes === null) return 'role-upgrade'
+  if (uncoveredScopes(scopes, access.roleScopes).length > 0) return 'scope-upgrade'
+  if (access.platform !== platform || access.deviceFamily !== deviceFamily) return 'metadata-upgrade'
+  return null
+}
+
+export function remediationHint (reason: PairingReason, request: PairingRequestView): string {
+  const approve = `ask an admin to run: scopegate requests approve ${request.requestId}`
+  switch (reason) {
+    case 'not-paired':
+      return `this device is not paired yet; ${approve}`
+    case 'role-upgrade':
+      return `this device is paired, but not for role ${request.role}; ${approve}`
+    case 'scope-upgrade':
+      return `this device asked for scopes beyond its approval and cannot approve its own upgrade; ${approve}`
+    case 'metadata-upgrade':
+      return `this device's platform or deviceFamily changed since it was approved; ${approve}`
+  }
+}
+
+function pairingRequired (reason: PairingReason, request: PairingRequestView, access: DeviceAccess | null): HandshakeResult {
+  const close = Close.pairingRequired(reason)
+  return {
+    ok: false,
+    outcome: reason,
+    error: {
+      code: 'NOT_PAIRED',
+      message: close.reason,
+      details: {
+        code: 'PAIRING_REQUIRED',
+        reason,
+        requestId: request.requestId,
+        deviceId: request.deviceId,
+        requestedRole: request.role,
+        requestedScopes: request.scopes,
+        approvedScopes: [...(access?.roleScopes ?? [])].sort(),
+        remediationHint: remediationHint(reason, request)
+      }
+    },
+    close
+  }
+}

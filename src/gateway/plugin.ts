@@ -1,0 +1,113 @@
+import websocket from '@fastify/websocket'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import { isCovered } from '../auth/scopes.ts'
+import type { BusMessage } from '../db/bus.ts'
+import { LastSeenRecorder } from '../devices/service.ts'
+import { MethodTable } from '../methods/index.ts'
+import { Close } from './close.ts'
+import { GatewayConnection, type GatewayPolicy } from './connection.ts'
+import { hashGatewayToken } from './handshake.ts'
+import { ConnectionRegistry } from './registry.ts'
+
+export const GATEWAY_EVENTS = ['connect.challenge', 'tick', 'device.pair.requested', 'device.pair.resolved', 'shutdown'] as const
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    gateway: { registry: ConnectionRegistry }
+  }
+}
+
+export interface GatewayPluginOptions {
+  version: string
+}
+
+/** The WebSocket RPC endpoint at `/`: handshake, methods, events, keepalive. */
+async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions): Promise<void> {
+  const { config, db, bus, pairing } = app
+  const registry = new ConnectionRegistry()
+  const methods = new MethodTable()
+  const lastSeen = new LastSeenRecorder(db.sql, 2000, (err) => app.log.warn({ err: err.message }, 'could not record last seen'))
+  const policy: GatewayPolicy = {
+    maxPayload: config.maxPayloadBytes,
+    maxBufferedBytes: config.maxBufferedBytes,
+    tickIntervalMs: config.tickIntervalMs,
+    handshakeTimeoutMs: config.handshakeTimeoutMs
+  }
+  const deps = {
+    handshake: { sql: db.sql, pairing, gatewayTokenHash: hashGatewayToken(config.gatewayToken), deviceTokenTtlMs: config.deviceTokenTtlMs },
+    methods,
+    registry,
+    lastSeen,
+    policy,
+    log: app.log,
+    serverVersion: opts.version,
+    events: GATEWAY_EVENTS,
+    startedAtMs: Date.now()
+  }
+  const sockets = new Set<GatewayConnection>()
+
+  await app.register(websocket, {
+    options: { maxPayload: config.maxPayloadBytes, perMessageDeflate: false },
+    preClose: (done) => {
+      for (const conn of sockets) {
+        conn.sendEvent('shutdown', { reason: 'service restart' })
+        conn.close(Close.serviceRestart)
+      }
+      done()
+    }
+  })
+  app.decorate('gateway', { registry })
+
+  app.get('/', { websocket: true, logLevel: 'warn' }, (socket, request) => {
+    const conn = new GatewayConnection(socket, deps, request.ip)
+    sockets.add(conn)
+    socket.once('close', () => sockets.delete(conn))
+    conn.start()
+  })
+
+  const keepalive = setInterval(() => {
+    const ts = Date.now()
+    for (const conn of registry) {
+      if (!conn.alive) {
+        conn.socket.terminate()
+        continue
+      }
+      conn.alive = false
+      conn.socket.ping()
+      conn.sendEvent('tick', { ts })
+    }
+  }, config.tickIntervalMs).unref()
+
+  const onBusMessage = (message: BusMessage): void => {
+    void deliver(message).catch((err: unknown) => app.log.warn({ err }, 'could not deliver a notification'))
+  }
+  const deliver = async (message: BusMessage): Promise<void> => {
+    switch (message.kind) {
+      case 'pair.requested': {
+        const request = await pairing.get(message.requestId)
+        pairing.scheduleExpiry(request.expiresAtMs)
+        broadcast('device.pair.requested', request, 'operator.pairing')
+        return
+      }
+      case 'pair.resolved': {
+        const { requestId, deviceId, decision, ts } = message
+        broadcast('device.pair.resolved', { requestId, deviceId, decision, ts }, 'operator.pairing')
+      }
+    }
+  }
+  const broadcast = (event: string, payload: unknown, scope: string): void => {
+    for (const conn of registry) {
+      if (conn.admission !== undefined && isCovered(scope, conn.admission.scopes)) conn.sendEvent(event, payload)
+    }
+  }
+  bus.on('message', onBusMessage)
+
+  app.addHook('onClose', async () => {
+    clearInterval(keepalive)
+    bus.off('message', onBusMessage)
+    await lastSeen.flush()
+  })
+}
+
+export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'pairing'] })

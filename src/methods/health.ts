@@ -1,0 +1,9 @@
+import type { MethodDef } from './types.ts'
+
+export const healthMethods: MethodDef[] = [
+  {
+    name: 'health',
+    scope: null,
+    handler: () => ({ ok: true, ts: Date.now() })
+  }
+]

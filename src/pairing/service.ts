@@ -1,0 +1,417 @@
+import { randomUUID } from 'node:crypto'
+import { isScope, sortedScopes } from '../auth/scopes.ts'
+import { writeAudit } from '../audit/service.ts'
+import type { NotifyBus, PairDecision } from '../db/bus.ts'
+import type { Database } from '../db/database.ts'
+import { findPairedDevice, type PairedDevice } from '../devices/service.ts'
+import { Errors, withDetails } from '../errors.ts'
+import type { PairingRequest, Prisma } from '../generated/prisma/client.ts'
+
+export const PAIRING_REASONS = ['not-paired', 'role-upgrade', 'scope-upgrade', 'metadata-upgrade'] as const
+export type PairingReason = (typeof PAIRING_REASONS)[number]
+
+export const REQUEST_STATES = ['pending', 'approved', 'rejected', 'superseded', 'expired'] as const
+export type RequestState = (typeof REQUEST_STATES)[number]
+
+/** What one connect asked for, normalized. */
+export interface PairingAsk {
+  deviceId: string
+  publicKey: string
+  role: string
+  scopes: string[]
+  platform: string
+  deviceFamily: string
+  clientId: string
+  clientMode: string
+  displayName?: string
+}
+
+/** A request as `device.pair.list` (pending) shows it, plus its state. */
+export interface PairingRequestView {
+  requestId: string
+  deviceId: string
+  publicKey: string
+  platform: string
+  deviceFamily: string
+  clientId: string
+  clientMode: string
+  displayName?: string
+  role: string
+  roles: string[]
+  scopes: string[]
+  approvedScopes: string[]
+  reason: string
+  isRepair: boolean
+  ts: number
+  state: RequestState
+  expiresAtMs: number
+  resolvedAtMs?: number
+  grantedScopes?: string[]
+}
+
+export interface ApprovalResult {
+  requestId: string
+  device: PairedDevice
+}
+
+export interface ListQuery {
+  state: RequestState | 'all'
+  limit: number
+  cursor?: string
+}
+
+export interface Page<T> {
+  items: T[]
+  nextCursor: string | null
+}
+
+type Tx = Prisma.TransactionClient
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+export function toRequestView (row: PairingRequest, now = Date.now()): PairingRequestView {
+  const expired = row.state === 'pending' && row.expiresAt.getTime() <= now
+  return {
+    requestId: row.id,
+    deviceId: row.deviceId,
+    publicKey: row.publicKey,
+    platform: row.platform,
+    deviceFamily: row.deviceFamily,
+    clientId: row.clientId,
+    clientMode: row.clientMode,
+    ...(row.displayName !== null && { displayName: row.displayName }),
+    role: row.role,
+    roles: row.roles,
+    scopes: row.scopes,
+    approvedScopes: row.approvedScopes,
+    reason: row.reason,
+    isRepair: row.isRepair,
+    ts: row.createdAt.getTime(),
+    state: expired ? 'expired' : row.state as RequestState,
+    expiresAtMs: row.expiresAt.getTime(),
+    ...(row.resolvedAt !== null && { resolvedAtMs: row.resolvedAt.getTime() }),
+    ...(row.state === 'approved' && { grantedScopes: row.grantedScopes })
+  }
+}
+
+/** Union of two lists, in first-seen order. */
+function union (first: readonly string[], second: readonly string[]): string[] {
+  return [...new Set([...first, ...second])]
+}
+
+function isSubset (items: readonly string[], of: readonly string[]): boolean {
+  return items.every((item) => of.includes(item))
+}
+
+/** Serializes every change to one device's pairing state, across instances. */
+async function lockDevice (tx: Tx, deviceId: string): Promise<void> {
+  await tx.$queryRaw`SELECT pg_advisory_xact_lock(hashtext(${'scopegate:device:' + deviceId}))::text`
+}
+
+interface Resolution { requestId: string, deviceId: string, decision: PairDecision }
+
+export class PairingService {
+  #expiryTimer: NodeJS.Timeout | undefined
+  #expiryAt = Infinity
+  #stopped = false
+
+  constructor (
+    private readonly db: Database,
+    private readonly bus: NotifyBus,
+    private readonly ttlMs: number,
+    private readonly onError: (err: Error) => void
+  ) {}
+
+  /**
+   * Records the pending request for a refused connect: reuses the pending one
+   * when it already covers the ask, supersedes it with the union otherwise.
+   */
+  async requestPairing (ask: PairingAsk, reason: PairingReason): Promise<PairingRequestView> {
+    const resolutions: Resolution[] = []
+    let created = false
+    const row = await this.db.prisma.$transaction(async (tx) => {
+      await lockDevice(tx, ask.deviceId)
+      let pending = await tx.pairingRequest.findFirst({ where: { deviceId: ask.deviceId, state: 'pending' } })
+      if (pending !== null && pending.expiresAt.getTime() <= Date.now()) {
+        await markExpired(tx, pending)
+        resolutions.push({ requestId: pending.id, deviceId: pending.deviceId, decision: 'expired' })
+        pending = null
+      }
+      if (pending !== null && coversAsk(pending, ask)) return pending
+      const approvedRole = await tx.deviceRole.findUnique({ where: { deviceId_role: { deviceId: ask.deviceId, role: ask.role } } })
+      const isRepair = (await tx.deviceRole.count({ where: { deviceId: ask.deviceId } })) > 0
+      const now = new Date()
+      const next = await tx.pairingRequest.create({
+        data: {
+          id: randomUUID(),
+          deviceId: ask.deviceId,
+          publicKey: ask.publicKey,
+          platform: ask.platform,
+          deviceFamily: ask.deviceFamily,
+          clientId: ask.clientId,
+          clientMode: ask.clientMode,
+          displayName: ask.displayName ?? null,
+          role: ask.role,
+          roles: union(pending?.roles ?? [], [ask.role]),
+          scopes: union(pending?.scopes ?? [], ask.scopes),
+          reason,
+          isRepair,
+          state: 'pending',
+          createdAt: now,
+          expiresAt: new Date(now.getTime() + this.ttlMs),
+          approvedScopes: sortedScopes(approvedRole?.scopes ?? []),
+          grantedScopes: []
+        }
+      })
+      if (pending !== null) {
+        await tx.pairingRequest.update({
+          where: { id: pending.id },
+          data: { state: 'superseded', resolvedAt: now, resolvedBy: 'system', supersededBy: next.id }
+        })
+        await writeAudit(tx, { actor: 'system', action: 'pairing.superseded', deviceId: ask.deviceId, requestId: pending.id, details: { supersededBy: next.id } })
+        resolutions.push({ requestId: pending.id, deviceId: pending.deviceId, decision: 'superseded' })
+      }
+      await writeAudit(tx, {
+        actor: ask.deviceId,
+        action: 'pairing.requested',
+        deviceId: ask.deviceId,
+        requestId: next.id,
+        details: { reason, role: ask.role, scopes: next.scopes, roles: next.roles }
+      })
+      created = true
+      return next
+    })
+    await this.#announce(resolutions)
+    if (created) {
+      await this.bus.publish({ kind: 'pair.requested', requestId: row.id })
+      this.scheduleExpiry(row.expiresAt.getTime())
+    }
+    return toRequestView(row)
+  }
+
+  async get (requestId: string): Promise<PairingRequestView> {
+    if (!UUID.test(requestId)) throw new Errors.PairingRequestNotFound(requestId)
+    const row = await this.db.prisma.pairingRequest.findUnique({ where: { id: requestId } })
+    if (row === null) throw new Errors.PairingRequestNotFound(requestId)
+    return toRequestView(row)
+  }
+
+  async list (query: ListQuery): Promise<Page<PairingRequestView>> {
+    const now = new Date()
+    const where: Prisma.PairingRequestWhereInput = stateFilter(query.state, now)
+    const cursor = decodeCursor(query.cursor)
+    if (cursor !== null) {
+      where.AND = [{
+        OR: [
+          { createdAt: { lt: new Date(cursor.atMs) } },
+          { createdAt: new Date(cursor.atMs), id: { lt: cursor.id } }
+        ]
+      }]
+    }
+    const rows = await this.db.prisma.pairingRequest.findMany({
+      where,
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: query.limit + 1
+    })
+    const items = rows.slice(0, query.limit)
+    const last = items.at(-1)
+    return {
+      items: items.map((row) => toRequestView(row, now.getTime())),
+      nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(last.createdAt.getTime(), last.id) : null
+    }
+  }
+
+  /**
+   * Approves a pending request: pairs every role it names and adds the
+   * approved scopes (all requested, or the given non-empty subset) to its role.
+   * Of two racing decisions exactly one wins; the other gets "not pending".
+   */
+  async approve (requestId: string, scopes: string[] | undefined, actor: string): Promise<ApprovalResult> {
+    const request = await this.#pendingRequest(requestId)
+    const granted = chooseScopes(request, scopes)
+    const device = await this.db.prisma.$transaction(async (tx) => {
+      await lockDevice(tx, request.deviceId)
+      const now = new Date()
+      await claimPending(tx, requestId, { state: 'approved', resolvedAt: now, resolvedBy: actor, grantedScopes: granted })
+      await upsertDevice(tx, request, now)
+      for (const role of request.roles) {
+        const existing = await tx.deviceRole.findUnique({ where: { deviceId_role: { deviceId: request.deviceId, role } } })
+        const scopesForRole = sortedScopes([...(existing?.scopes ?? []), ...(role === request.role ? granted : [])])
+        await tx.deviceRole.upsert({
+          where: { deviceId_role: { deviceId: request.deviceId, role } },
+          create: { deviceId: request.deviceId, role, scopes: scopesForRole, approvedAt: now },
+          update: { scopes: scopesForRole, ...(role === request.role && { approvedAt: now }) }
+        })
+        await tx.deviceToken.updateMany({ where: { deviceId: request.deviceId, role }, data: { scopes: scopesForRole } })
+      }
+      await writeAudit(tx, {
+        actor,
+        action: 'pairing.approved',
+        deviceId: request.deviceId,
+        requestId,
+        details: { role: request.role, roles: request.roles, requestedScopes: request.scopes, grantedScopes: granted }
+      })
+      const paired = await findPairedDevice(tx, request.deviceId)
+      if (paired === null) throw new Error(`device ${request.deviceId} vanished during approval`)
+      return paired
+    })
+    await this.#announce([{ requestId, deviceId: request.deviceId, decision: 'approved' }])
+    return { requestId, device }
+  }
+
+  async reject (requestId: string, actor: string): Promise<{ requestId: string, deviceId: string }> {
+    const request = await this.#pendingRequest(requestId)
+    await this.db.prisma.$transaction(async (tx) => {
+      await claimPending(tx, requestId, { state: 'rejected', resolvedAt: new Date(), resolvedBy: actor })
+      await writeAudit(tx, { actor, action: 'pairing.rejected', deviceId: request.deviceId, requestId, details: {} })
+    })
+    await this.#announce([{ requestId, deviceId: request.deviceId, decision: 'rejected' }])
+    return { requestId, deviceId: request.deviceId }
+  }
+
+  /** Marks every pending request past its expiry as expired, once across instances. */
+  async expireDue (): Promise<number> {
+    const expired = await this.db.prisma.$transaction(async (tx) => {
+      const rows = await tx.$queryRaw<Array<{ id: string, device_id: string }>>`
+        UPDATE pairing_requests SET state = 'expired', resolved_at = now(), resolved_by = 'system'
+        WHERE id IN (SELECT id FROM pairing_requests WHERE state = 'pending' AND expires_at <= now()
+                     ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)
+        RETURNING id::text, device_id`
+      for (const row of rows) {
+        await writeAudit(tx, { actor: 'system', action: 'pairing.expired', deviceId: row.device_id, requestId: row.id, details: {} })
+      }
+      return rows
+    })
+    await this.#announce(expired.map((row) => ({ requestId: row.id, deviceId: row.device_id, decision: 'expired' as const })))
+    return expired.length
+  }
+
+  /** Starts the expiry timer from the earliest pending request. */
+  async start (): Promise<void> {
+    this.#stopped = false
+    await this.#sweep()
+  }
+
+  stop (): void {
+    this.#stopped = true
+    clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = undefined
+  }
+
+  /** Arms one timer for the earliest known expiry (no polling). */
+  scheduleExpiry (atMs: number): void {
+    if (this.#stopped || atMs >= this.#expiryAt) return
+    clearTimeout(this.#expiryTimer)
+    this.#expiryAt = atMs
+    this.#expiryTimer = setTimeout(() => { void this.#sweep() }, Math.max(0, atMs - Date.now()) + 5).unref()
+  }
+
+  async #sweep (): Promise<void> {
+    this.#expiryAt = Infinity
+    this.#expiryTimer = undefined
+    try {
+      while (await this.expireDue() === 500);
+      const next = await this.db.prisma.pairingRequest.findFirst({ where: { state: 'pending' }, orderBy: { expiresAt: 'asc' }, select: { expiresAt: true } })
+      if (next !== null) this.scheduleExpiry(next.expiresAt.getTime())
+    } catch (err) {
+      this.onError(err as Error)
+      this.scheduleExpiry(Date.now() + 5000)
+    }
+  }
+
+  async #pendingRequest (requestId: string): Promise<PairingRequest> {
+    if (!UUID.test(requestId)) throw new Errors.PairingRequestNotFound(requestId)
+    const request = await this.db.prisma.pairingRequest.findUnique({ where: { id: requestId } })
+    if (request === null) throw new Errors.PairingRequestNotFound(requestId)
+    if (request.state === 'pending' && request.expiresAt.getTime() <= Date.now()) {
+      await this.expireDue()
+      throw notPending(requestId, 'expired')
+    }
+    if (request.state !== 'pending') throw notPending(requestId, request.state)
+    return request
+  }
+
+  async #announce (resolutions: Resolution[]): Promise<void> {
+    const ts = Date.now()
+    for (const r of resolutions) {
+      await this.bus.publish({ kind: 'pair.resolved', requestId: r.requestId, deviceId: r.deviceId, decision: r.decision, ts })
+    }
+  }
+}
+
+function notPending (requestId: string, state: string): Error {
+  return withDetails(new Errors.PairingRequestNotPending(requestId, state), { requestId, state })
+}
+
+function coversAsk (pending: PairingRequest, ask: PairingAsk): boolean {
+  return pending.roles.includes(ask.role) &&
+    isSubset(ask.scopes, pending.scopes) &&
+    pending.platform === ask.platform &&
+    pending.deviceFamily === ask.deviceFamily
+}
+
+async function markExpired (tx: Tx, request: PairingRequest): Promise<void> {
+  await tx.pairingRequest.update({ where: { id: request.id }, data: { state: 'expired', resolvedAt: new Date(), resolvedBy: 'system' } })
+  await writeAudit(tx, { actor: 'system', action: 'pairing.expired', deviceId: request.deviceId, requestId: request.id, details: {} })
+}
+
+/** Moves the request out of pending, or fails when another decision got there first. */
+async function claimPending (tx: Tx, requestId: string, data: Prisma.PairingRequestUpdateManyMutationInput): Promise<void> {
+  const { count } = await tx.pairingRequest.updateMany({
+    where: { id: requestId, state: 'pending', expiresAt: { gt: new Date() } },
+    data
+  })
+  if (count === 1) return
+  const now = await tx.pairingRequest.findUnique({ where: { id: requestId }, select: { state: true } })
+  throw notPending(requestId, now?.state === 'pending' ? 'expired' : now?.state ?? 'gone')
+}
+
+/** Validates an approver's narrowing: a non-empty subset of the requested scopes. */
+function chooseScopes (request: PairingRequest, scopes: string[] | undefined): string[] {
+  if (scopes === undefined) return sortedScopes(request.scopes)
+  const unknown = scopes.find((scope) => !isScope(scope))
+  if (unknown !== undefined) throw withDetails(new Errors.InvalidScope(unknown), { scope: unknown })
+  const extra = scopes.filter((scope) => !request.scopes.includes(scope))
+  if (scopes.length === 0 || extra.length > 0) {
+    throw withDetails(new Errors.ScopesNotRequested(extra.join(',') || '(none given)'), { requestedScopes: request.scopes })
+  }
+  return sortedScopes(scopes)
+}
+
+async function upsertDevice (tx: Tx, request: PairingRequest, now: Date): Promise<void> {
+  const metadata = {
+    platform: request.platform,
+    deviceFamily: request.deviceFamily,
+    displayName: request.displayName,
+    clientId: request.clientId,
+    clientMode: request.clientMode,
+    approvedAt: now
+  }
+  await tx.device.upsert({
+    where: { id: request.deviceId },
+    create: { id: request.deviceId, publicKey: request.publicKey, createdAt: now, ...metadata },
+    update: metadata
+  })
+}
+
+function stateFilter (state: RequestState | 'all', now: Date): Prisma.PairingRequestWhereInput {
+  switch (state) {
+    case 'all': return {}
+    case 'pending': return { state: 'pending', expiresAt: { gt: now } }
+    case 'expired': return { OR: [{ state: 'expired' }, { state: 'pending', expiresAt: { lte: now } }] }
+    default: return { state }
+  }
+}
+
+function encodeCursor (atMs: number, id: string): string {
+  return Buffer.from(JSON.stringify([atMs, id])).toString('base64url')
+}
+
+function decodeCursor (cursor: string | undefined): { atMs: number, id: string } | null {
+  if (cursor === undefined || cursor === '') return null
+  try {
+    const [atMs, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown[]
+    if (typeof atMs === 'number' && typeof id === 'string') return { atMs, id }
+  } catch {}
+  throw withDetails(new Errors.InvalidCursor(), { cursor })
+}
