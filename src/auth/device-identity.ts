@@ -22,12 +22,16 @@ export function deviceIdFromPublicKey (publicKey: string): string {
   return createHash('sha256').update(Buffer.from(publicKey, 'base64url')).digest('hex')
 }
 
+function commonFields (f: SignedFields): string {
+  return [f.deviceId, f.clientId, f.clientMode, f.role, f.scopes.join(','), f.signedAt, f.token, f.nonce].join('|')
+}
+
 export function signaturePayloadV3 (f: SignedFields): string {
-  return `${signaturePayloadV2(f)}|${f.platform}|${f.deviceFamily}`
+  return `v3|${commonFields(f)}|${f.platform}|${f.deviceFamily}`
 }
 
 export function signaturePayloadV2 (f: SignedFields): string {
-  return ['v2', f.deviceId, f.clientId, f.clientMode, f.role, f.scopes.join(','), f.signedAt, f.token, f.nonce].join('|')
+  return `v2|${commonFields(f)}`
 }
 
 const keyCache = new Map<string, KeyObject>()

@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import type { FastifyInstance } from 'fastify'
+import pg from 'pg'
+import { buildApp } from '../../src/app.ts'
+import { signAdminToken, type AdminRole } from '../../src/auth/admin-jwt.ts'
+import type { Config } from '../../src/config.ts'
+
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+export interface TestServer {
+  app: FastifyInstance
+  config: Config
+  wsUrl: string
+  httpUrl: string
+  /** Everything the server logged so far. */
+  logs: () => string
+  adminToken: (role?: AdminRole, sub?: string) => string
+  api: (method: string, path: string, options?: { body?: unknown, token?: string | null, rawBody?: string, headers?: Record<string, string> }) => Promise<ApiResponse>
+  close: () => Promise<void>
+}
+
+export interface ApiResponse {
+  status: number
+  headers: Headers
+  body: any
+}
+
+/** A schema of its own for each test file or server group, dropped afterwards. */
+export function uniqueSchema (label: string): string {
+  return `t_${label.replace(/[^a-z0-9]/gi, '').toLowerCase().slice(0, 20)}_${process.pid}_${randomBytes(3).toString('hex')}`
+}
+
+export async function dropSchema (schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
+  await client.connect()
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+  } finally {
+    await client.end()
+  }
+}
+
+export function testConfig (overrides: Partial<Config> = {}): Config {
+  return {
+    port: 0,
+    host: '127.0.0.1',
+    databaseUrl: TEST_DATABASE_URL,
+    databaseSchema: uniqueSchema('s'),
+    dataDir: mkdtempSync(join(tmpdir(), 'scopegate-test-')),
+    gatewayToken: randomBytes(24).toString('base64url'),
+    jwtSecret: randomBytes(32).toString('base64url'),
+    logLevel: 'info',
+    pairingRequestTtlMs: 300_000,
+    deviceTokenTtlMs: 30 * 24 * 3600 * 1000,
+    handshakeTimeoutMs: 10_000,
+    maxPayloadBytes: 1024 * 1024,
+    maxBufferedBytes: 4 * 1024 * 1024,
+    tickIntervalMs: 30_000,
+    ...overrides
+  }
+}
+
+/**
+ * Starts the real app on a real port against its own Postgres schema (or
+ * PGlite when databaseUrl is undefined) and tears it down with the test.
+ */
+export async function startServer (t: Teardown, overrides: Partial<Config> = {}, keepSchema = false): Promise<TestServer> {
+  const config = testConfig(overrides)
+  let logText = ''
+  const logStream = new PassThrough()
+  logStream.on('data', (chunk: Buffer) => { logText += chunk.toString() })
+  const app = await buildApp(config, { logStream })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('server has no port')
+  const httpUrl = `http://127.0.0.1:${address.port}`
+  let closed = false
+  const close = async (): Promise<void> => {
+    if (closed) return
+    closed = true
+    await app.close()
+  }
+  t.teardown(async () => {
+    await close()
+    if (config.databaseUrl !== undefined && !keepSchema) await dropSchema(config.databaseSchema)
+    rmSync(config.dataDir, { recursive: true, force: true })
+  })
+  const adminToken = (role: AdminRole = 'admin', sub = 'test-admin'): string => signAdminToken(config.jwtSecret, { sub, role }, 3_600_000)
+  return {
+    app,
+    config,
+    wsUrl: `ws://127.0.0.1:${address.port}/`,
+    httpUrl,
+    logs: () => logText,
+    adminToken,
+    close,
+    async api (method, path, options = {}) {
+      const headers: Record<string, string> = { ...options.headers }
+      const token = options.token === undefined ? adminToken() : options.token
+      if (token !== null) headers.authorization = `Bearer ${token}`
+      let body: string | undefined = options.rawBody
+      if (options.body !== undefined) {
+        body = JSON.stringify(options.body)
+        headers['content-type'] = 'application/json'
+      }
+      const res = await fetch(httpUrl + path, { method, headers, ...(body !== undefined && { body }) })
+      const text = await res.text()
+      let parsed: unknown = text
+      try { parsed = JSON.parse(text) } catch {}
+      return { status: res.status, headers: res.headers, body: parsed }
+    }
+  }
+}
