@@ -6,7 +6,10 @@ import fp from 'fastify-plugin'
 import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
 import type { Config } from './config.ts'
+import auditRoutes from './audit/routes.ts'
 import dbPlugin from './db/plugin.ts'
+import devicesPlugin from './devices/plugin.ts'
+import deviceRoutes from './devices/routes.ts'
 import gatewayPlugin from './gateway/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
 import pairingRoutes from './pairing/routes.ts'
@@ -45,6 +48,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(dbPlugin)
   await app.register(adminJwt)
   await app.register(pairingPlugin)
+  await app.register(devicesPlugin)
   await app.register(gatewayPlugin, { version: VERSION })
 
   app.get('/healthz', async () => ({ ok: true }))
@@ -52,6 +56,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(async (api) => {
     api.addHook('onRequest', api.requireAdmin)
     await api.register(pairingRoutes)
+    await api.register(deviceRoutes)
+    await api.register(auditRoutes)
   }, { prefix: '/api/v1' })
 
   return app

@@ -8,6 +8,10 @@ import createError from '@fastify/error'
 export const Errors = {
   PairingRequestNotFound: createError<'PAIRING_REQUEST_NOT_FOUND', 404, [string]>('PAIRING_REQUEST_NOT_FOUND', 'unknown requestId: %s', 404),
   PairingRequestNotPending: createError<'PAIRING_REQUEST_NOT_PENDING', 409, [string, string]>('PAIRING_REQUEST_NOT_PENDING', 'pairing request %s is %s', 409),
+  DeviceRoleNotFound: createError<'DEVICE_ROLE_NOT_FOUND', 404, [string, string]>('DEVICE_ROLE_NOT_FOUND', 'device %s is not paired for role %s', 404),
+  ScopeNotGranted: createError<'SCOPE_NOT_GRANTED', 404, [string, string, string]>('SCOPE_NOT_GRANTED', 'device %s holds no scope %s for role %s', 404),
+  DeviceTokenNotFound: createError<'DEVICE_TOKEN_NOT_FOUND', 404, [string, string]>('DEVICE_TOKEN_NOT_FOUND', 'device %s has no token for role %s', 404),
+  InvalidRole: createError<'INVALID_ROLE', 400, [string]>('INVALID_ROLE', 'invalid role: %s (expected operator or node)', 400),
   DeviceNotFound: createError<'DEVICE_NOT_FOUND', 404, [string]>('DEVICE_NOT_FOUND', 'unknown deviceId: %s', 404),
   InvalidScope: createError<'INVALID_SCOPE', 400, [string]>('INVALID_SCOPE', 'invalid scope: %s', 400),
   ScopesNotRequested: createError<'SCOPES_NOT_REQUESTED', 400, [string]>('SCOPES_NOT_REQUESTED', 'scopes must be a non-empty subset of the requested scopes; not requested: %s', 400),

@@ -1,4 +1,5 @@
-import type { Prisma } from '../generated/prisma/client.ts'
+import { Errors, withDetails } from '../errors.ts'
+import type { Prisma, PrismaClient } from '../generated/prisma/client.ts'
 
 export type AuditAction =
   | 'pairing.requested' | 'pairing.approved' | 'pairing.rejected' | 'pairing.superseded' | 'pairing.expired'
@@ -24,4 +25,44 @@ export async function writeAudit (tx: Prisma.TransactionClient, record: AuditRec
       details: record.details ?? {}
     }
   })
+}
+
+export interface AuditEntryView {
+  id: string
+  atMs: number
+  actor: string
+  action: string
+  deviceId?: string
+  requestId?: string
+  details: Record<string, unknown>
+}
+
+export interface AuditQuery {
+  deviceId?: string
+  action?: string
+  limit: number
+  cursor?: string
+}
+
+/** Newest first; the cursor is the id of the last entry of the previous page. */
+export async function listAudit (prisma: PrismaClient, query: AuditQuery): Promise<{ items: AuditEntryView[], nextCursor: string | null }> {
+  const where: Prisma.AuditEntryWhereInput = {}
+  if (query.deviceId !== undefined) where.deviceId = query.deviceId
+  if (query.action !== undefined) where.action = query.action
+  if (query.cursor !== undefined && query.cursor !== '') {
+    if (!/^\d{1,19}$/.test(query.cursor)) throw withDetails(new Errors.InvalidCursor(), { cursor: query.cursor })
+    where.id = { lt: BigInt(query.cursor) }
+  }
+  const rows = await prisma.auditEntry.findMany({ where, orderBy: { id: 'desc' }, take: query.limit + 1 })
+  const items = rows.slice(0, query.limit).map((row) => ({
+    id: row.id.toString(),
+    atMs: row.at.getTime(),
+    actor: row.actor,
+    action: row.action,
+    ...(row.deviceId !== null && { deviceId: row.deviceId }),
+    ...(row.requestId !== null && { requestId: row.requestId }),
+    details: (row.details ?? {}) as Record<string, unknown>
+  }))
+  const last = items.at(-1)
+  return { items, nextCursor: rows.length > query.limit && last !== undefined ? last.id : null }
 }

@@ -8,6 +8,11 @@ import type { Database } from './database.ts'
 export type BusMessage =
   | { kind: 'pair.requested', requestId: string }
   | { kind: 'pair.resolved', requestId: string, deviceId: string, decision: PairDecision, ts: number }
+  | { kind: 'device.removed', deviceId: string, sentAtMs: number }
+  /** `removed`: approved scopes the change took away, sorted (scope names are ids too). */
+  | { kind: 'grants.changed', deviceId: string, role: string, removed: string[], sentAtMs: number }
+  /** `tokenId`: the token that stopped being valid. */
+  | { kind: 'token.revoked', deviceId: string, role: string, tokenId: string, sentAtMs: number }
 
 export type PairDecision = 'approved' | 'rejected' | 'expired' | 'superseded'
 

@@ -26,3 +26,22 @@ export const PairedDeviceSchema = Type.Object({
   lastSeenAtMs: Type.Optional(Type.Number()),
   tokens: Type.Array(DeviceTokenSchema)
 })
+
+export const ScopesBody = Type.Object({
+  scopes: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })
+}, { additionalProperties: false })
+
+export const RotatedTokenSchema = Type.Object({
+  deviceId: Type.String(),
+  role: Type.String(),
+  token: Type.String(),
+  scopes: Strings,
+  rotatedAtMs: Type.Number(),
+  expiresAtMs: Type.Optional(Type.Number())
+})
+
+export const RevokedTokenSchema = Type.Object({
+  deviceId: Type.String(),
+  role: Type.String(),
+  revokedAtMs: Type.Number()
+})

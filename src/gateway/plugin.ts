@@ -4,9 +4,12 @@ import fp from 'fastify-plugin'
 import { isCovered } from '../auth/scopes.ts'
 import type { BusMessage } from '../db/bus.ts'
 import { LastSeenRecorder } from '../devices/service.ts'
+import { deviceMethods } from '../methods/devices.ts'
+import { healthMethods } from '../methods/health.ts'
 import { MethodTable } from '../methods/index.ts'
 import { Close } from './close.ts'
 import { GatewayConnection, type GatewayPolicy } from './connection.ts'
+import { enforce, isEnforcement } from './enforcement.ts'
 import { hashGatewayToken } from './handshake.ts'
 import { ConnectionRegistry } from './registry.ts'
 
@@ -24,9 +27,9 @@ export interface GatewayPluginOptions {
 
 /** The WebSocket RPC endpoint at `/`: handshake, methods, events, keepalive. */
 async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions): Promise<void> {
-  const { config, db, bus, pairing } = app
+  const { config, db, bus, pairing, devices } = app
   const registry = new ConnectionRegistry()
-  const methods = new MethodTable()
+  const methods = new MethodTable([healthMethods, deviceMethods(pairing, devices)])
   const lastSeen = new LastSeenRecorder(db.sql, 2000, (err) => app.log.warn({ err: err.message }, 'could not record last seen'))
   const policy: GatewayPolicy = {
     maxPayload: config.maxPayloadBytes,
@@ -83,6 +86,11 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     void deliver(message).catch((err: unknown) => app.log.warn({ err }, 'could not deliver a notification'))
   }
   const deliver = async (message: BusMessage): Promise<void> => {
+    if (isEnforcement(message)) {
+      const closed = await enforce(message, registry, db.sql)
+      if (closed > 0) app.log.info({ kind: message.kind, deviceId: message.deviceId, closed, lagMs: Date.now() - message.sentAtMs }, 'closed connections after a change')
+      return
+    }
     switch (message.kind) {
       case 'pair.requested': {
         const request = await pairing.get(message.requestId)
@@ -110,4 +118,4 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   })
 }
 
-export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'pairing'] })
+export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'pairing', 'devices'] })

@@ -1,16 +1,23 @@
 import { isCovered } from '../auth/scopes.ts'
-import { invalidRequest, ProtocolError } from '../gateway/frames.ts'
+import { compile, invalidField, invalidRequest, ProtocolError, type Validator } from '../gateway/frames.ts'
 import type { Admission } from '../gateway/handshake.ts'
-import { healthMethods } from './health.ts'
 import type { MethodDef } from './types.ts'
 
 export type { MethodDef, MethodContext } from './types.ts'
+export { defineMethod } from './types.ts'
+
+interface CompiledMethod {
+  def: MethodDef
+  validate: Validator<unknown> | null
+}
 
 export class MethodTable {
-  readonly #methods = new Map<string, MethodDef>()
+  readonly #methods = new Map<string, CompiledMethod>()
 
-  constructor (groups: MethodDef[][] = [healthMethods]) {
-    for (const method of groups.flat()) this.#methods.set(method.name, method)
+  constructor (groups: MethodDef[][]) {
+    for (const def of groups.flat()) {
+      this.#methods.set(def.name, { def, validate: def.params === undefined ? null : compile(def.params) })
+    }
   }
 
   get names (): string[] {
@@ -19,8 +26,9 @@ export class MethodTable {
 
   /** Checks the scope before the params, then runs the handler. */
   async call (admission: Admission, connId: string, method: string, rawParams: unknown): Promise<unknown> {
-    const def = this.#methods.get(method)
-    if (def === undefined) throw invalidRequest(`unknown method: ${method}`, { code: 'UNKNOWN_METHOD', method })
+    const entry = this.#methods.get(method)
+    if (entry === undefined) throw invalidRequest(`unknown method: ${method}`, { code: 'UNKNOWN_METHOD', method })
+    const { def, validate } = entry
     if (def.scope !== null && !isCovered(def.scope, admission.scopes)) {
       throw new ProtocolError({
         code: 'FORBIDDEN',
@@ -31,6 +39,10 @@ export class MethodTable {
     const params = rawParams ?? {}
     if (typeof params !== 'object' || Array.isArray(params)) {
       throw invalidRequest('invalid params: params must be an object', { code: 'INVALID_PARAMS', field: 'params' })
+    }
+    if (validate !== null && !validate(params)) {
+      const field = invalidField(validate.errors)
+      throw invalidRequest(`invalid params: ${field}`, { code: 'INVALID_PARAMS', field })
     }
     return await def.handler({ admission, connId, params: params as Record<string, unknown> })
   }
