@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { STATUS_CODES } from 'node:http'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fp from 'fastify-plugin'
@@ -44,6 +46,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   registerBodyParsing(app)
   registerErrorHandling(app)
   app.addSchema(ErrorResponse)
+  await registerOpenApi(app)
 
   await app.register(dbPlugin)
   await app.register(adminJwt)
@@ -51,7 +54,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(devicesPlugin)
   await app.register(gatewayPlugin, { version: VERSION })
 
-  app.get('/healthz', async () => ({ ok: true }))
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }))
+  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 
   await app.register(async (api) => {
     api.addHook('onRequest', api.requireAdmin)
@@ -61,6 +65,20 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   }, { prefix: '/api/v1' })
 
   return app
+}
+
+/** OpenAPI 3 generated from the route schemas; Swagger UI at /docs. */
+async function registerOpenApi (app: FastifyInstance): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'scopegate admin API', version: VERSION, description: 'Pairing requests, devices, scope grants, tokens and audit. Every route needs an admin JWT (scopegate admin-token).' },
+      components: { securitySchemes: { adminJwt: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      security: [{ adminJwt: [] }]
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` }
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
 }
 
 /** JSON bodies; an empty body means `{}` (API.md), with or without a content-type. */

@@ -62,7 +62,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   })
   app.decorate('gateway', { registry })
 
-  app.get('/', { websocket: true, logLevel: 'warn' }, (socket, request) => {
+  app.get('/', { websocket: true, logLevel: 'warn', schema: { hide: true } }, (socket, request) => {
     const conn = new GatewayConnection(socket, deps, request.ip)
     sockets.add(conn)
     socket.once('close', () => sockets.delete(conn))
