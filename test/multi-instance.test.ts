@@ -1,0 +1,138 @@
+import { randomBytes } from 'node:crypto'
+import t from 'tap'
+import { TestDevice } from './helpers/device.ts'
+import { dropSchema, startServer, uniqueSchema, type TestServer } from './helpers/server.ts'
+
+/** Two instances sharing one Postgres schema and the same secrets. */
+async function startPair (t: { teardown: (fn: () => unknown) => void }): Promise<[TestServer, TestServer]> {
+  const shared = {
+    databaseSchema: uniqueSchema('multi'),
+    gatewayToken: randomBytes(24).toString('base64url'),
+    jwtSecret: randomBytes(32).toString('base64url')
+  }
+  const a = await startServer(t, shared, true)
+  const b = await startServer(t, shared, true)
+  t.teardown(async () => {
+    await a.close()
+    await b.close()
+    await dropSchema(shared.databaseSchema)
+  })
+  return [a, b]
+}
+
+async function refusedRequestId (server: TestServer, device: TestDevice, scopes: string[]): Promise<string> {
+  const { res, socket } = await device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes })
+  await socket.closed
+  if (res.ok === true) throw new Error('expected a refusal')
+  return res.error.details.requestId as string
+}
+
+/** Pairs a device for the given scopes through `via`; returns its device token. */
+async function pairDevice (via: TestServer, device: TestDevice, scopes: string[]): Promise<string> {
+  const requestId = await refusedRequestId(via, device, scopes)
+  const approved = await via.api('POST', `/api/v1/pairing-requests/${requestId}/approve`)
+  if (approved.status !== 200) throw new Error(`approve failed: ${JSON.stringify(approved.body)}`)
+  const { res, socket } = await device.connect(via.wsUrl, { token: via.config.gatewayToken, scopes })
+  await socket.close()
+  return res.payload.auth.deviceToken as string
+}
+
+t.test('two instances on one database', async (t) => {
+  const [a, b] = await startPair(t)
+
+  t.test('revoking a scope on instance A closes the socket on instance B with the exact reason', async (t) => {
+    const device = new TestDevice()
+    const deviceToken = await pairDevice(a, device, ['operator.read', 'operator.write'])
+    const onB = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read', 'operator.write'] })
+    t.equal(onB.res.ok, true, 'admitted on B with the token minted on A')
+    const readOnly = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read'] })
+    const revoked = await a.api('DELETE', `/api/v1/devices/${device.id}/roles/operator/scopes/operator.write`)
+    t.equal(revoked.status, 200)
+    t.same(await onB.socket.closed, { code: 1008, reason: 'scope revoked (operator.write)' })
+    const health = await readOnly.socket.request('health')
+    t.equal(health.ok, true, 'a connection the change leaves covered stays open')
+    await readOnly.socket.close()
+  })
+
+  t.test('removing a device on B closes its socket on A', async (t) => {
+    const device = new TestDevice()
+    const deviceToken = await pairDevice(b, device, ['operator.read'])
+    const onA = await device.connect(a.wsUrl, { deviceToken, scopes: ['operator.read'] })
+    t.equal(onA.res.ok, true)
+    t.equal((await b.api('DELETE', `/api/v1/devices/${device.id}`)).status, 200)
+    t.same(await onA.socket.closed, { code: 1008, reason: 'device removed' })
+  })
+
+  t.test('rotating a token on A closes the sockets on B that logged in with the old one', async (t) => {
+    const device = new TestDevice()
+    const deviceToken = await pairDevice(a, device, ['operator.read'])
+    const onB = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read'] })
+    t.equal(onB.res.ok, true)
+    const rotated = await a.api('POST', `/api/v1/devices/${device.id}/tokens/operator/rotate`)
+    t.equal(rotated.status, 200)
+    t.same(await onB.socket.closed, { code: 1008, reason: 'device token revoked' })
+    const stale = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read'] })
+    t.equal(stale.res.error.details.code, 'AUTH_DEVICE_TOKEN_MISMATCH')
+    const fresh = await device.connect(b.wsUrl, { deviceToken: rotated.body.token, scopes: ['operator.read'] })
+    t.equal(fresh.res.ok, true)
+    await fresh.socket.close()
+  })
+
+  t.test('pairing events reach operator.pairing connections on the other instance', async (t) => {
+    const admin = new TestDevice()
+    const deviceToken = await pairDevice(a, admin, ['operator.pairing'])
+    const watcher = await admin.connect(b.wsUrl, { deviceToken, scopes: ['operator.pairing'] })
+    t.equal(watcher.res.ok, true)
+    const newcomer = new TestDevice()
+    const requestId = await refusedRequestId(a, newcomer, ['operator.read'])
+    const requested = await watcher.socket.event('device.pair.requested')
+    t.match(requested.payload, { requestId, deviceId: newcomer.id, scopes: ['operator.read'], reason: 'not-paired' })
+    t.equal((await a.api('POST', `/api/v1/pairing-requests/${requestId}/reject`)).status, 200)
+    const resolved = await watcher.socket.event('device.pair.resolved')
+    t.match(resolved.payload, { requestId, deviceId: newcomer.id, decision: 'rejected' })
+    t.type(resolved.payload.ts, 'number')
+    await watcher.socket.close()
+  })
+
+  t.test('approve and reject of one request from two instances: exactly one wins, one audit decision', async (t) => {
+    const rounds = Number(process.env.RACE_ROUNDS ?? 200)
+    let approvedWins = 0
+    let rejectedWins = 0
+    for (let round = 0; round < rounds; round++) {
+      const device = new TestDevice()
+      const requestId = await refusedRequestId(a, device, ['operator.read'])
+      const [approve, reject] = await Promise.all([
+        a.api('POST', `/api/v1/pairing-requests/${requestId}/approve`),
+        b.api('POST', `/api/v1/pairing-requests/${requestId}/reject`)
+      ])
+      const statuses = [approve.status, reject.status].sort()
+      if (statuses[0] !== 200 || statuses[1] !== 409) {
+        t.fail(`round ${round}: statuses ${JSON.stringify(statuses)}`)
+        break
+      }
+      const loser = approve.status === 409 ? approve : reject
+      if (loser.body.code !== 'PAIRING_REQUEST_NOT_PENDING') t.fail(`round ${round}: loser code ${loser.body.code}`)
+      if (approve.status === 200) approvedWins++
+      else rejectedWins++
+      const { rows } = await a.app.db.sql.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM audit_log WHERE request_id = $1 AND action IN ('pairing.approved', 'pairing.rejected')", [requestId])
+      if (rows[0]?.n !== 1) t.fail(`round ${round}: ${rows[0]?.n} decisions in the audit log`)
+    }
+    t.equal(approvedWins + rejectedWins, rounds, `${rounds} races, one winner each (approve ${approvedWins}, reject ${rejectedWins})`)
+  })
+
+  t.test('two approvals with different scopes from two instances: one wins', async (t) => {
+    for (let round = 0; round < 20; round++) {
+      const device = new TestDevice()
+      const requestId = await refusedRequestId(a, device, ['operator.read', 'operator.write'])
+      const [first, second] = await Promise.all([
+        a.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, { body: { scopes: ['operator.read'] } }),
+        b.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, { body: { scopes: ['operator.write'] } })
+      ])
+      t.same([first.status, second.status].sort(), [200, 409], `round ${round}`)
+      const winner = first.status === 200 ? first : second
+      const device2 = await a.api('GET', `/api/v1/devices/${device.id}`)
+      t.same(device2.body.scopes, winner.body.device.scopes, 'the device holds exactly the winner\'s scopes')
+    }
+  })
+})
