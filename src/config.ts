@@ -24,6 +24,9 @@ const EnvSchema = Type.Object({
 })
 type Env = Static<typeof EnvSchema>
 
+/** Every environment variable the configuration reads (deployment files are checked against it). */
+export const ENV_VARIABLES: readonly string[] = Object.keys(EnvSchema.properties)
+
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
 export interface Config {
@@ -54,7 +57,7 @@ export type SecretName = 'GATEWAY_TOKEN' | 'JWT_SECRET'
 /** Reads and validates the environment; names the bad variable when it fails. */
 export function readEnv (env: NodeJS.ProcessEnv = process.env): Env {
   const data: Record<string, string> = {}
-  for (const key of Object.keys(EnvSchema.properties)) {
+  for (const key of ENV_VARIABLES) {
     const value = env[key]
     if (value !== undefined && value !== '') data[key] = value
   }
