@@ -9,6 +9,8 @@ import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
 import type { Config } from './config.ts'
 import auditRoutes from './audit/routes.ts'
+import cronPlugin from './cron/plugin.ts'
+import cronRoutes from './cron/routes.ts'
 import dbPlugin from './db/plugin.ts'
 import devicesPlugin from './devices/plugin.ts'
 import deviceRoutes from './devices/routes.ts'
@@ -52,6 +54,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(adminJwt)
   await app.register(pairingPlugin)
   await app.register(devicesPlugin)
+  await app.register(cronPlugin)
   await app.register(gatewayPlugin, { version: VERSION })
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }))
@@ -62,6 +65,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(pairingRoutes)
     await api.register(deviceRoutes)
     await api.register(auditRoutes)
+    await api.register(cronRoutes)
   }, { prefix: '/api/v1' })
 
   return app

@@ -20,7 +20,8 @@ const EnvSchema = Type.Object({
   HANDSHAKE_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 10_000 }),
   MAX_PAYLOAD_BYTES: Type.Integer({ minimum: 0, default: 1024 * 1024 }),
   MAX_BUFFERED_BYTES: Type.Integer({ minimum: 0, default: 4 * 1024 * 1024 }),
-  TICK_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 30_000 })
+  TICK_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 30_000 }),
+  CRON_LEASE_MS: Type.Integer({ minimum: 200, maximum: 30_000, default: 30_000 })
 })
 type Env = Static<typeof EnvSchema>
 
@@ -46,6 +47,8 @@ export interface Config {
   maxPayloadBytes: number
   maxBufferedBytes: number
   tickIntervalMs: number
+  /** Lease on a claimed cron run (at most 30 s), renewed while it runs. */
+  cronLeaseMs: number
 }
 
 export class ConfigError extends Error {
@@ -64,7 +67,10 @@ export function readEnv (env: NodeJS.ProcessEnv = process.env): Env {
   try {
     return envSchema<Env>({ schema: EnvSchema, data, env: false, dotenv: false })
   } catch (err) {
-    const message = (err as Error).message.replace(/env\//g, '').replace(/^\//, '')
+    let message = (err as Error).message.replace(/env\//g, '').replace(/^\//, '')
+    const allowed = (err as { errors?: Array<{ params?: { allowedValues?: unknown[] } }> }).errors
+      ?.find((e) => Array.isArray(e.params?.allowedValues))?.params?.allowedValues
+    if (allowed !== undefined) message += ` (${allowed.join(', ')})`
     throw new ConfigError(`invalid configuration: ${message}`)
   }
 }
@@ -101,7 +107,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, only?: SecretN
     handshakeTimeoutMs: e.HANDSHAKE_TIMEOUT_MS,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     maxBufferedBytes: e.MAX_BUFFERED_BYTES,
-    tickIntervalMs: e.TICK_INTERVAL_MS
+    tickIntervalMs: e.TICK_INTERVAL_MS,
+    cronLeaseMs: e.CRON_LEASE_MS
   }
 }
 

@@ -16,6 +16,8 @@ export const Errors = {
   InvalidScope: createError<'INVALID_SCOPE', 400, [string]>('INVALID_SCOPE', 'invalid scope: %s', 400),
   ScopesNotRequested: createError<'SCOPES_NOT_REQUESTED', 400, [string]>('SCOPES_NOT_REQUESTED', 'scopes must be a non-empty subset of the requested scopes; not requested: %s', 400),
   InvalidCursor: createError<'INVALID_CURSOR', 400, []>('INVALID_CURSOR', 'cursor is not one this API returned', 400),
+  CronJobNotFound: createError<'CRON_JOB_NOT_FOUND', 404, [string]>('CRON_JOB_NOT_FOUND', 'cron job not found: %s', 404),
+  InvalidCronParams: createError<'INVALID_PARAMS', 400, [string]>('INVALID_PARAMS', 'invalid params: %s', 400),
   MissingScope: createError<'MISSING_SCOPE', 403, [string]>('MISSING_SCOPE', 'missing scope: %s', 403),
   Unauthorized: createError<'UNAUTHORIZED', 401, [string]>('UNAUTHORIZED', '%s', 401),
   ViewerReadOnly: createError<'FORBIDDEN', 403, [string]>('FORBIDDEN', 'role viewer may only read: %s is not allowed', 403),

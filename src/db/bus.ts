@@ -13,6 +13,10 @@ export type BusMessage =
   | { kind: 'grants.changed', deviceId: string, role: string, removed: string[], sentAtMs: number }
   /** `tokenId`: the token that stopped being valid. */
   | { kind: 'token.revoked', deviceId: string, role: string, tokenId: string, sentAtMs: number }
+  | { kind: 'cron.job', action: 'added' | 'updated' | 'removed', jobId: string, nextRunAtMs: number | null }
+  | { kind: 'cron.runs', action: 'started' | 'finished', runIds: string[] }
+  /** Each fire as [fireId, owner deviceId or null for a broadcast]. */
+  | { kind: 'cron.fires', fires: Array<[string, string | null]> }
 
 export type PairDecision = 'approved' | 'rejected' | 'expired' | 'superseded'
 

@@ -73,6 +73,8 @@ export interface DeviceAccess {
   /** null: the device is paired, but not for this role. */
   roleScopes: string[] | null
   token: { id: string, hash: string, revoked: boolean, expiresAtMs: number | null } | null
+  /** cron fires wait for this device (delivered after hello-ok). */
+  pendingFires: boolean
 }
 
 interface AccessRow {
@@ -83,11 +85,13 @@ interface AccessRow {
   token_hash: string | null
   token_revoked_at: Date | null
   token_expires_at: Date | null
+  pending_fires: boolean
 }
 
 // One indexed query per handshake: primary-key lookups joined on the primary keys.
 const ACCESS_SQL = `SELECT d.platform, d.device_family, r.scopes AS role_scopes,
-  t.token_id, t.token_hash, t.revoked_at AS token_revoked_at, t.expires_at AS token_expires_at
+  t.token_id, t.token_hash, t.revoked_at AS token_revoked_at, t.expires_at AS token_expires_at,
+  EXISTS (SELECT 1 FROM cron_fires f WHERE f.device_id = d.id AND f.delivered_at IS NULL) AS pending_fires
 FROM devices d
 LEFT JOIN device_roles r ON r.device_id = d.id AND r.role = $2
 LEFT JOIN device_tokens t ON t.device_id = d.id AND t.role = $2
@@ -102,6 +106,7 @@ export async function loadDeviceAccess (sql: SqlClient, deviceId: string, role: 
     platform: row.platform,
     deviceFamily: row.device_family,
     roleScopes: row.role_scopes,
+    pendingFires: row.pending_fires,
     token: row.token_id === null || row.token_hash === null
       ? null
       : {

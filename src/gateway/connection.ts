@@ -25,6 +25,8 @@ export interface ConnectionDeps {
   serverVersion: string
   events: readonly string[]
   startedAtMs: number
+  /** Runs after hello-ok was sent (delivers what was kept for the device). */
+  onAdmitted?: (conn: GatewayConnection) => void
 }
 
 type State = 'awaiting-connect' | 'authenticating' | 'open' | 'closed'
@@ -122,6 +124,7 @@ export class GatewayConnection {
     if (result.admission.deviceId !== null) this.deps.lastSeen.touch(result.admission.deviceId)
     this.deps.log.info({ connId: this.id, deviceId: result.admission.deviceId, role: result.admission.role, scopes: result.admission.scopes }, 'connect ok')
     this.send(responseFrame(frame.id, this.#helloOk(result.admission)))
+    this.deps.onAdmitted?.(this)
     const queued = this.#queued
     this.#queued = []
     for (const next of queued) void this.#handleRequest(next)

@@ -25,6 +25,8 @@ export interface Admission {
   tokenId: string | null
   issued: MintedToken | null
   client: ConnectParams['client']
+  /** cron fires were kept for this device while it was offline. */
+  pendingFires: boolean
 }
 
 export type HandshakeResult =
@@ -71,14 +73,15 @@ function isInteger (value: unknown): value is number {
  * credentials, pairing.
  */
 export async function authenticate (raw: unknown, challenge: Challenge, deps: HandshakeDeps): Promise<HandshakeResult> {
-  const params = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
-  const { minProtocol, maxProtocol } = params
+  const { minProtocol, maxProtocol } = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>
   if (isInteger(minProtocol) && isInteger(maxProtocol) && !(minProtocol <= PROTOCOL_VERSION && PROTOCOL_VERSION <= maxProtocol)) {
     return refuse('PROTOCOL_MISMATCH', Close.protocolMismatch)
   }
-  if (!isConnectParams(params)) {
+  // Validate what was sent: absent or non-object params are `params`, not a missing `minProtocol`.
+  if (!isConnectParams(raw)) {
     return refuse('INVALID_CONNECT_PARAMS', Close.invalidConnectParams(invalidField(isConnectParams.errors)))
   }
+  const params = raw
   if (!isRole(params.role)) return refuse('INVALID_ROLE', Close.invalidRole)
 
   const now = deps.now?.() ?? Date.now()
@@ -136,7 +139,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
 
   if (device === undefined) {
     // The gateway token alone never grants a scope.
-    return { ok: true, admission: { role: params.role, scopes: [], deviceId: null, authMethod, tokenId: null, issued: null, client: params.client } }
+    return { ok: true, admission: { role: params.role, scopes: [], deviceId: null, authMethod, tokenId: null, issued: null, client: params.client, pendingFires: false } }
   }
 
   const scopes = uniqueScopes(params.scopes)
@@ -177,7 +180,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
       tokenId = issued?.tokenId ?? null
     }
   }
-  return { ok: true, admission: { role: params.role, scopes, deviceId: device.id, authMethod, tokenId, issued, client: params.client } }
+  return { ok: true, admission: { role: params.role, scopes, deviceId: device.id, authMethod, tokenId, issued, client: params.client, pendingFires: access?.pendingFires ?? false } }
 }
 
 /** The pairing check, in PROTOCOL.md's order of reasons; null when the device may connect. */

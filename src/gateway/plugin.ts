@@ -4,7 +4,10 @@ import fp from 'fastify-plugin'
 import { isCovered } from '../auth/scopes.ts'
 import type { BusMessage } from '../db/bus.ts'
 import { LastSeenRecorder } from '../devices/service.ts'
+import { CronDelivery } from '../cron/delivery.ts'
+import { cronMethods } from '../methods/cron.ts'
 import { deviceMethods } from '../methods/devices.ts'
+import { statusMethods } from '../methods/status.ts'
 import { healthMethods } from '../methods/health.ts'
 import { MethodTable } from '../methods/index.ts'
 import { Close } from './close.ts'
@@ -13,7 +16,7 @@ import { enforce, isEnforcement } from './enforcement.ts'
 import { hashGatewayToken } from './handshake.ts'
 import { ConnectionRegistry } from './registry.ts'
 
-export const GATEWAY_EVENTS = ['connect.challenge', 'tick', 'device.pair.requested', 'device.pair.resolved', 'shutdown'] as const
+export const GATEWAY_EVENTS = ['connect.challenge', 'tick', 'device.pair.requested', 'device.pair.resolved', 'cron', 'cron.fire', 'shutdown'] as const
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -27,9 +30,16 @@ export interface GatewayPluginOptions {
 
 /** The WebSocket RPC endpoint at `/`: handshake, methods, events, keepalive. */
 async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions): Promise<void> {
-  const { config, db, bus, pairing, devices } = app
+  const { config, db, bus, pairing, devices, cron, scheduler } = app
+  const startedAtMs = Date.now()
   const registry = new ConnectionRegistry()
-  const methods = new MethodTable([healthMethods, deviceMethods(pairing, devices)])
+  const methods = new MethodTable([
+    healthMethods,
+    statusMethods(opts.version, startedAtMs, registry, cron, scheduler),
+    cronMethods(cron, scheduler),
+    deviceMethods(pairing, devices)
+  ])
+  const delivery = new CronDelivery(db.sql, db.prisma, registry)
   const lastSeen = new LastSeenRecorder(db.sql, 2000, (err) => app.log.warn({ err: err.message }, 'could not record last seen'))
   const policy: GatewayPolicy = {
     maxPayload: config.maxPayloadBytes,
@@ -46,7 +56,13 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     log: app.log,
     serverVersion: opts.version,
     events: GATEWAY_EVENTS,
-    startedAtMs: Date.now()
+    startedAtMs,
+    onAdmitted: (conn: GatewayConnection) => {
+      const deviceId = conn.admission?.deviceId
+      if (deviceId != null && conn.admission?.pendingFires === true) {
+        delivery.deliverPending(conn, deviceId).catch((err: unknown) => app.log.warn({ err: (err as Error).message }, 'could not deliver kept cron fires'))
+      }
+    }
   }
   const sockets = new Set<GatewayConnection>()
 
@@ -92,6 +108,11 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
       return
     }
     switch (message.kind) {
+      case 'cron.fires':
+      case 'cron.runs':
+      case 'cron.job':
+        await delivery.onMessage(message)
+        return
       case 'pair.requested': {
         const request = await pairing.get(message.requestId)
         pairing.scheduleExpiry(request.expiresAtMs)
@@ -118,4 +139,4 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   })
 }
 
-export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'pairing', 'devices'] })
+export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'pairing', 'devices', 'cron'] })

@@ -62,6 +62,7 @@ export function testConfig (overrides: Partial<Config> = {}): Config {
     maxPayloadBytes: 1024 * 1024,
     maxBufferedBytes: 4 * 1024 * 1024,
     tickIntervalMs: 30_000,
+    cronLeaseMs: 30_000,
     ...overrides
   }
 }

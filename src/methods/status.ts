@@ -1,0 +1,22 @@
+import type { Scheduler } from '../cron/scheduler.ts'
+import type { CronService } from '../cron/service.ts'
+import type { ConnectionRegistry } from '../gateway/registry.ts'
+import type { MethodDef } from './types.ts'
+
+export function statusMethods (version: string, startedAtMs: number, registry: ConnectionRegistry, cron: CronService, scheduler: Scheduler): MethodDef[] {
+  return [
+    {
+      name: 'status',
+      scope: 'operator.read',
+      handler: async () => {
+        const { jobs, nextWakeAtMs } = await cron.count()
+        return {
+          ok: true,
+          ts: Date.now(),
+          gateway: { version, instance: scheduler.instanceId, uptimeMs: Date.now() - startedAtMs, connections: registry.size },
+          scheduler: { ...scheduler.state, jobs, nextWakeAtMs }
+        }
+      }
+    }
+  ]
+}
