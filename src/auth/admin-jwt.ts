@@ -39,7 +39,14 @@ async function adminJwtPlugin (app: FastifyInstance): Promise<void> {
     verify: { algorithms: ['HS256'] }
   })
   app.decorate('requireAdmin', async (request: FastifyRequest) => {
-    const claims: unknown = await request.jwtVerify()
+    let claims: unknown
+    try {
+      claims = await request.jwtVerify()
+    } catch (err) {
+      // Whatever is wrong with the header or the token (format, algorithm, not yet valid, payload) is a 401, never a 400 or 500.
+      if ((err as { statusCode?: number }).statusCode === 401) throw err
+      throw new Errors.Unauthorized(`invalid admin token: ${(err as Error).message}`)
+    }
     if (!isAdminClaims(claims)) throw new Errors.Unauthorized('admin token needs a sub claim and a role claim of admin or viewer')
     if (claims.role === 'viewer' && !READ_METHODS.has(request.method)) throw new Errors.ViewerReadOnly(request.method)
   })

@@ -141,9 +141,19 @@ export class PairingService {
       const approvedRole = await tx.deviceRole.findUnique({ where: { deviceId_role: { deviceId: ask.deviceId, role: ask.role } } })
       const isRepair = (await tx.deviceRole.count({ where: { deviceId: ask.deviceId } })) > 0
       const now = new Date()
+      const nextId = randomUUID()
+      // The old request leaves pending before the new one enters it: at most one is pending per device (unique index).
+      if (pending !== null) {
+        await tx.pairingRequest.update({
+          where: { id: pending.id },
+          data: { state: 'superseded', resolvedAt: now, resolvedBy: 'system', supersededBy: nextId }
+        })
+        await writeAudit(tx, { actor: 'system', action: 'pairing.superseded', deviceId: ask.deviceId, requestId: pending.id, details: { supersededBy: nextId } })
+        resolutions.push({ requestId: pending.id, deviceId: pending.deviceId, decision: 'superseded' })
+      }
       const next = await tx.pairingRequest.create({
         data: {
-          id: randomUUID(),
+          id: nextId,
           deviceId: ask.deviceId,
           publicKey: ask.publicKey,
           platform: ask.platform,
@@ -163,14 +173,6 @@ export class PairingService {
           grantedScopes: []
         }
       })
-      if (pending !== null) {
-        await tx.pairingRequest.update({
-          where: { id: pending.id },
-          data: { state: 'superseded', resolvedAt: now, resolvedBy: 'system', supersededBy: next.id }
-        })
-        await writeAudit(tx, { actor: 'system', action: 'pairing.superseded', deviceId: ask.deviceId, requestId: pending.id, details: { supersededBy: next.id } })
-        resolutions.push({ requestId: pending.id, deviceId: pending.deviceId, decision: 'superseded' })
-      }
       await writeAudit(tx, {
         actor: ask.deviceId,
         action: 'pairing.requested',
