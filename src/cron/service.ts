@@ -91,17 +91,18 @@ function isObject (value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-function optionalText (input: Record<string, unknown>, field: string, max: number): string | undefined {
+/** `prefix` names where the input sits (`patch.`), so that the error names the field as sent. */
+function optionalText (input: Record<string, unknown>, field: string, max: number, prefix = ''): string | undefined {
   const value = input[field]
   if (value === undefined) return undefined
-  if (typeof value !== 'string' || value.length > max) throw invalidField(field, `must be a string of at most ${max} characters`)
+  if (typeof value !== 'string' || value.length > max) throw invalidField(prefix + field, `must be a string of at most ${max} characters`)
   return value
 }
 
-function optionalBoolean (input: Record<string, unknown>, field: string): boolean | undefined {
+function optionalBoolean (input: Record<string, unknown>, field: string, prefix = ''): boolean | undefined {
   const value = input[field]
   if (value === undefined) return undefined
-  if (typeof value !== 'boolean') throw invalidField(field, 'must be a boolean')
+  if (typeof value !== 'boolean') throw invalidField(prefix + field, 'must be a boolean')
   return value
 }
 
@@ -208,15 +209,22 @@ export class CronService {
     if (patch.name !== undefined && (typeof patch.name !== 'string' || patch.name.trim() === '' || patch.name.length > MAX_NAME)) {
       throw invalidField('patch.name', `must be a non-empty string of at most ${MAX_NAME} characters`)
     }
-    const description = patch.description === null ? null : optionalText(patch, 'description', MAX_DESCRIPTION)
-    const enabled = optionalBoolean(patch, 'enabled')
-    const deleteAfterRun = optionalBoolean(patch, 'deleteAfterRun')
+    const description = patch.description === null ? null : optionalText(patch, 'description', MAX_DESCRIPTION, 'patch.')
+    const enabled = optionalBoolean(patch, 'enabled', 'patch.')
+    const deleteAfterRun = optionalBoolean(patch, 'deleteAfterRun', 'patch.')
     const nowEnabled = enabled ?? current.enabled
     // A new schedule, or a job (re-)enabled, plans from now: an `every` job first fires everyMs later.
     const replan = patch.schedule !== undefined || (enabled === true && !current.enabled)
     let next: number | null = current.nextRunAt?.getTime() ?? null
     if (!nowEnabled) next = null
-    else if (replan) next = nextRunAt(schedule, Date.now())
+    else if (replan) {
+      const now = Date.now()
+      next = nextRunAt(schedule, now)
+      // An `at` time already past fires at once, as a new occurrence: the old time
+      // may have run already, and a second run for it would break the one-live-run
+      // per (job, due time) index and wedge every claim batch it falls into.
+      if (schedule.kind === 'at' && next !== null && next < now) next = now
+    }
     const extra = { ...(current.extra as Record<string, unknown>), ...(extraFields(patch) as Record<string, unknown>) }
     const row = await this.db.prisma.$transaction(async (tx) => {
       const { count } = await tx.cronJob.updateMany({
