@@ -11,6 +11,7 @@ import type { Config } from './config.ts'
 import auditRoutes from './audit/routes.ts'
 import cronPlugin from './cron/plugin.ts'
 import cronRoutes from './cron/routes.ts'
+import { isDatabaseUnavailable } from './db/errors.ts'
 import dbPlugin from './db/plugin.ts'
 import devicesPlugin from './devices/plugin.ts'
 import deviceRoutes from './devices/routes.ts'
@@ -18,6 +19,7 @@ import gatewayPlugin from './gateway/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
 import pairingRoutes from './pairing/routes.ts'
 import { ErrorResponse } from './schemas/common.ts'
+import { registerValidation } from './schemas/validation.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -42,10 +44,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     redact: { paths: LOG_REDACT, censor: '[redacted]' },
     ...(options.logStream !== undefined && { stream: options.logStream })
   }
-  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true }).withTypeProvider<TypeBoxTypeProvider>()
+  // Ids may be up to 128 characters (API.md); Fastify's default path parameter limit is 100.
+  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true, routerOptions: { maxParamLength: 256 } }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(fp(async (instance) => { instance.decorate('config', config) }, { name: 'config' }))
   registerBodyParsing(app)
+  registerValidation(app)
   registerErrorHandling(app)
   app.addSchema(ErrorResponse)
   await registerOpenApi(app)
@@ -108,6 +112,10 @@ function registerBodyParsing (app: FastifyInstance): void {
 /** The one mapping from errors to HTTP responses, in Fastify's error shape. */
 function registerErrorHandling (app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (isDatabaseUnavailable(err)) {
+      request.log.warn({ err: err.message }, 'database unavailable')
+      return reply.status(503).header('retry-after', '1').send({ statusCode: 503, code: 'UNAVAILABLE', error: httpStatusText(503), message: 'database unavailable, try again later' })
+    }
     const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
     if (status >= 500 && status !== 503) request.log.error({ err }, 'request failed')
     return reply.status(status).send({

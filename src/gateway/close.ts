@@ -28,6 +28,7 @@ export const Close = {
   pairingSuperseded: { code: 1008, reason: 'pairing superseded' },
   slowConsumer: { code: 1008, reason: 'slow consumer' },
   tryAgainLater: { code: 1013, reason: 'try again later' },
+  internalError: { code: 1011, reason: 'internal error' },
   serviceRestart: { code: 1012, reason: 'service restart' }
 } as const
 

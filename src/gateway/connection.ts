@@ -113,7 +113,8 @@ export class GatewayConnection {
     const result = await authenticate(frame.params, this.#challenge, this.deps.handshake)
     if (this.#state === 'closed') return
     if (!result.ok) {
-      this.deps.log.info({ connId: this.id, outcome: result.outcome, remoteAddress: this.remoteAddress }, 'connect refused')
+      if (result.cause !== undefined) this.deps.log.error({ err: result.cause, connId: this.id }, 'connect failed')
+      else this.deps.log.info({ connId: this.id, outcome: result.outcome, remoteAddress: this.remoteAddress }, 'connect refused')
       this.send(errorFrame(frame.id, result.error))
       this.close(result.close)
       return

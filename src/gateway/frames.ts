@@ -1,6 +1,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { Type, type Static, type TSchema } from 'typebox'
 import { ROLES, SCOPES } from '../auth/scopes.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { DomainError } from '../errors.ts'
 
 export const PROTOCOL_VERSION = 4
@@ -104,7 +105,7 @@ export function toProtocolError (err: unknown): ErrorShape {
     if (domain.statusCode === 403) return { code: 'FORBIDDEN', message: domain.message, details }
     return { code: 'INVALID_REQUEST', message: domain.message, details }
   }
-  if (domain?.statusCode === 503) return { code: 'UNAVAILABLE', message: domain.message, retryable: true }
+  if (domain?.statusCode === 503 || isDatabaseUnavailable(err)) return { code: 'UNAVAILABLE', message: 'database unavailable, try again later', retryable: true }
   return { code: 'INTERNAL', message: 'internal error' }
 }
 

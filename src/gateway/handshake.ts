@@ -3,6 +3,7 @@ import { deviceIdFromPublicKey, normalizeMetadata, verifyDeviceSignature } from 
 import { isRole, uncoveredScopes, uniqueScopes } from '../auth/scopes.ts'
 import { tokenMatchesHash } from '../auth/tokens.ts'
 import type { SqlClient } from '../db/database.ts'
+import { isDatabaseUnavailable } from '../db/errors.ts'
 import { loadDeviceAccess, mintDeviceToken, type DeviceAccess, type MintedToken } from '../devices/service.ts'
 import type { PairingAsk, PairingReason, PairingRequestView, PairingService } from '../pairing/service.ts'
 import { Close, type CloseSpec } from './close.ts'
@@ -31,7 +32,7 @@ export interface Admission {
 
 export type HandshakeResult =
   | { ok: true, admission: Admission }
-  | { ok: false, outcome: string, error: ErrorShape, close: CloseSpec }
+  | { ok: false, outcome: string, error: ErrorShape, close: CloseSpec, cause?: unknown }
 
 export interface HandshakeDeps {
   sql: SqlClient
@@ -44,6 +45,12 @@ export interface HandshakeDeps {
 /** A refusal from the table in PROTOCOL.md: INVALID_REQUEST, message = close reason. */
 function refuse (detailsCode: string, close: CloseSpec): HandshakeResult {
   return { ok: false, outcome: detailsCode, error: { code: 'INVALID_REQUEST', message: close.reason, details: { code: detailsCode } }, close }
+}
+
+/** A failure while deciding: the database is out of reach (retry later) or a bug (logged). */
+function failure (err: unknown): HandshakeResult {
+  if (isDatabaseUnavailable(err)) return unavailable()
+  return { ok: false, outcome: 'INTERNAL', error: { code: 'INTERNAL', message: 'internal error' }, close: Close.internalError, cause: err }
 }
 
 export function unavailable (): HandshakeResult {
@@ -119,8 +126,8 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
   if (device !== undefined) {
     try {
       access = await loadDeviceAccess(deps.sql, device.id, params.role)
-    } catch {
-      return unavailable()
+    } catch (err) {
+      return failure(err)
     }
   }
 
@@ -159,8 +166,8 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
     let request: PairingRequestView
     try {
       request = await deps.pairing.requestPairing(ask, reason)
-    } catch {
-      return unavailable()
+    } catch (err) {
+      return failure(err)
     }
     return pairingRequired(reason, request, access)
   }
@@ -174,8 +181,8 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
     } else {
       try {
         issued = await mintDeviceToken(deps.sql, device.id, params.role, access?.roleScopes ?? [], deps.deviceTokenTtlMs)
-      } catch {
-        return unavailable()
+      } catch (err) {
+        return failure(err)
       }
       tokenId = issued?.tokenId ?? null
     }
