@@ -45,7 +45,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...(options.logStream !== undefined && { stream: options.logStream })
   }
   // Ids may be up to 128 characters (API.md); Fastify's default path parameter limit is 100.
-  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true, routerOptions: { maxParamLength: 256 } }).withTypeProvider<TypeBoxTypeProvider>()
+  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true, routerOptions: { maxParamLength: 256 },
+    // Start-up migrates and plans timers; on a busy 2-core machine that can take more than Fastify's 10 s default.
+    pluginTimeout: 60_000 }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(fp(async (instance) => { instance.decorate('config', config) }, { name: 'config' }))
   registerBodyParsing(app)
