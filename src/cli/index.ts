@@ -1,9 +1,11 @@
-import { Command, InvalidArgumentError, Option } from 'commander'
+import { readFileSync } from 'node:fs'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { ADMIN_ROLES, signAdminToken, type AdminRole } from '../auth/admin-jwt.ts'
 import { ConfigError, loadConfig } from '../config.ts'
-import { DatabaseInUseError } from '../db/database.ts'
-import { VERSION } from '../app.ts'
-import { serve } from '../server.ts'
+
+// The server (Fastify, Prisma, PGlite) is imported only by `serve`: the token
+// commands stay quick and need nothing but their configuration.
+const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 const DURATION = /^(\d+)(ms|s|m|h|d)?$/
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
@@ -20,10 +22,17 @@ export function buildProgram (): Command {
     .description('Decides which devices may talk to a gateway and what they may do once connected')
     .version(VERSION)
     .showHelpAfterError()
+    // Usage errors exit 2 (API.md), not commander's default 1: main() decides.
+    // Set before the subcommands are added so that they inherit it.
+    .exitOverride()
 
   program.command('serve')
     .description('run the gateway (configuration from the environment; see README)')
-    .action(async () => { await serve() })
+    .action(async () => {
+      loadConfig(process.env) // a bad configuration fails before the server code loads
+      const { serve } = await import('../server.ts')
+      await serve()
+    })
 
   program.command('admin-token')
     .description('print an admin JWT for the REST API (needs only JWT_SECRET, or DATA_DIR in embedded mode)')
@@ -50,11 +59,34 @@ export async function main (argv: string[] = process.argv): Promise<void> {
   try {
     await buildProgram().parseAsync(argv)
   } catch (err) {
-    if (err instanceof ConfigError || err instanceof DatabaseInUseError) {
+    if (err instanceof CommanderError) {
+      // Commander already printed the message (or the help / version asked for).
+      process.exitCode = err.exitCode === 0 ? 0 : 2
+      return
+    }
+    if (err instanceof ConfigError) {
       process.stderr.write(`scopegate: ${err.message}\n`)
       process.exitCode = 2
       return
     }
+    if (isExpectedFailure(err)) {
+      // Expected failures (port taken, database unreachable or busy): the message says it all.
+      process.stderr.write(`scopegate: ${(err as Error).message}\n`)
+      process.exitCode = 1
+      return
+    }
     throw err
   }
+}
+
+/**
+ * The database is busy (PGlite's lock) or its migrations cannot be applied, or
+ * an operating-system error such as ECONNREFUSED or EADDRINUSE. Known by name
+ * so that the token commands need not load the database code.
+ */
+function isExpectedFailure (err: unknown): boolean {
+  if (!(err instanceof Error)) return false
+  if (err.name === 'DatabaseInUseError' || err.name === 'MigrationError') return true
+  const code = (err as NodeJS.ErrnoException).code
+  return typeof code === 'string' && /^E[A-Z]+$/.test(code)
 }

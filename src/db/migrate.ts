@@ -59,10 +59,12 @@ export async function migrate (db: Database, migrations: Migration[] = readMigra
   const schema = `"${db.schema.replace(/"/g, '""')}"`
   const lockKey = `scopegate:migrate:${db.schema}`
   try {
-    await session.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`)
-    await session.exec(`SET search_path TO ${schema}`)
+    // The lock comes first: CREATE SCHEMA IF NOT EXISTS is not safe against a
+    // concurrent one (duplicate key in pg_namespace), so it must run under it.
     await session.query('SELECT pg_advisory_lock(hashtext($1))', [lockKey])
     try {
+      await session.exec(`CREATE SCHEMA IF NOT EXISTS ${schema}`)
+      await session.exec(`SET search_path TO ${schema}`)
       await session.exec(MIGRATIONS_TABLE)
       const { rows } = await session.query<AppliedRow>(
         'SELECT migration_name, checksum, finished_at FROM "_prisma_migrations" WHERE rolled_back_at IS NULL')
