@@ -44,13 +44,16 @@ export interface AuditQuery {
   cursor?: string
 }
 
+const MAX_BIGINT = 9223372036854775807n
+
 /** Newest first; the cursor is the id of the last entry of the previous page. */
 export async function listAudit (prisma: PrismaClient, query: AuditQuery): Promise<{ items: AuditEntryView[], nextCursor: string | null }> {
   const where: Prisma.AuditEntryWhereInput = {}
   if (query.deviceId !== undefined) where.deviceId = query.deviceId
   if (query.action !== undefined) where.action = query.action
   if (query.cursor !== undefined && query.cursor !== '') {
-    if (!/^\d{1,19}$/.test(query.cursor)) throw withDetails(new Errors.InvalidCursor(), { cursor: query.cursor })
+    // Audit ids are Postgres bigints: anything past their range is not a cursor this API returned.
+    if (!/^\d{1,19}$/.test(query.cursor) || BigInt(query.cursor) > MAX_BIGINT) throw withDetails(new Errors.InvalidCursor(), { cursor: query.cursor })
     where.id = { lt: BigInt(query.cursor) }
   }
   const rows = await prisma.auditEntry.findMany({ where, orderBy: { id: 'desc' }, take: query.limit + 1 })

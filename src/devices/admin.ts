@@ -12,6 +12,9 @@ import { findPairedDevice, toPairedDevice, type PairedDevice } from './service.t
 
 type Tx = Prisma.TransactionClient
 
+/** The latest time a JavaScript Date can hold. */
+const MAX_DATE_MS = 8.64e15
+
 /** Who makes a change, and which scopes they may hand out ('all' for an admin JWT). */
 export interface Actor {
   id: string
@@ -62,7 +65,9 @@ export class DeviceService {
   async list (query: DeviceListQuery): Promise<Page<PairedDevice>> {
     const where: Prisma.DeviceWhereInput = {}
     if (query.tokensExpiringWithinMs !== undefined) {
-      where.tokens = { some: { revokedAt: null, expiresAt: { not: null, lte: new Date(Date.now() + query.tokensExpiringWithinMs) } } }
+      // Any window past the last representable time means "every expiring token", not an Invalid Date.
+      const until = Math.min(Date.now() + query.tokensExpiringWithinMs, MAX_DATE_MS)
+      where.tokens = { some: { revokedAt: null, expiresAt: { not: null, lte: new Date(until) } } }
     }
     const cursor = decodeCursor(query.cursor)
     if (cursor !== null) {

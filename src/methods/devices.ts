@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { assertReach, type Actor, type DeviceService } from '../devices/admin.ts'
+import { assertReach, validateScopes, type Actor, type DeviceService } from '../devices/admin.ts'
 import type { Admission } from '../gateway/handshake.ts'
 import type { PairingService } from '../pairing/service.ts'
 import { defineMethod, type MethodDef } from './types.ts'
@@ -33,6 +33,8 @@ export function deviceMethods (pairing: PairingService, devices: DeviceService):
       params: Type.Object({ requestId: Id, scopes: Type.Optional(ScopeList) }),
       handler: async ({ admission, params }) => {
         const request = await pairing.get(params.requestId)
+        // An unknown scope string is INVALID_SCOPE, not a scope the caller is missing.
+        if (params.scopes !== undefined) validateScopes(params.scopes)
         const actor = deviceActor(admission)
         assertReach(actor, params.scopes ?? request.scopes)
         return await pairing.approve(params.requestId, params.scopes, actor.id)

@@ -1,0 +1,54 @@
+import { TestDevice, type ConnectOptions, type ConnectResult, type Frame } from './device.ts'
+import type { TestServer } from './server.ts'
+
+export interface PairedTestDevice {
+  device: TestDevice
+  /** The device token issued in the hello-ok after approval. */
+  deviceToken: string
+  /** The hello-ok payload of the admitted connection. */
+  hello: Frame['payload']
+  /** The admitted connection (open unless `keepOpen` was false). */
+  conn: ConnectResult
+  requestId: string
+}
+
+export interface PairOptions extends Omit<ConnectOptions, 'token' | 'deviceToken' | 'scopes'> {
+  /** The device to pair (a new one by default). */
+  device?: TestDevice
+  /** Scopes to approve, when fewer than asked. */
+  approveScopes?: string[]
+  /** Keep the admitted connection open (default: close it). */
+  keepOpen?: boolean
+}
+
+/**
+ * Pairs a device for `scopes` the way a person would: connect (refused,
+ * pairing required), approve the request over REST, connect again with the
+ * gateway token and keep the device token from hello-ok.
+ */
+export async function pairDevice (server: TestServer, scopes: string[], opts: PairOptions = {}): Promise<PairedTestDevice> {
+  const { device = new TestDevice(), approveScopes, keepOpen = false, ...connect } = opts
+  const token = server.config.gatewayToken
+  const refused = await device.connect(server.wsUrl, { ...connect, token, scopes })
+  if (refused.res.ok !== false || refused.res.error?.code !== 'NOT_PAIRED') {
+    throw new Error(`expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
+  }
+  await refused.socket.closed
+  const requestId = refused.res.error.details.requestId as string
+  const approved = await server.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, approveScopes === undefined ? {} : { body: { scopes: approveScopes } })
+  if (approved.status !== 200) throw new Error(`approval failed: ${approved.status} ${JSON.stringify(approved.body)}`)
+  const conn = await device.connect(server.wsUrl, { ...connect, token, scopes: approveScopes ?? scopes })
+  if (conn.res.ok !== true) throw new Error(`connect after approval failed: ${JSON.stringify(conn.res)}`)
+  const hello = conn.res.payload
+  const deviceToken = hello.auth?.deviceToken
+  if (typeof deviceToken !== 'string') throw new Error(`no device token in hello-ok: ${JSON.stringify(hello.auth)}`)
+  if (!keepOpen) await conn.socket.close()
+  return { device, deviceToken, hello, conn, requestId }
+}
+
+/** Opens a connection with the device's own device token. */
+export async function connectWithDeviceToken (server: TestServer, paired: PairedTestDevice, scopes: string[], opts: ConnectOptions = {}): Promise<ConnectResult> {
+  const conn = await paired.device.connect(server.wsUrl, { ...opts, deviceToken: paired.deviceToken, scopes })
+  if (conn.res.ok !== true) throw new Error(`connect with device token failed: ${JSON.stringify(conn.res)}`)
+  return conn
+}
