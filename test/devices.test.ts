@@ -91,9 +91,8 @@ t.test('GET /api/v1/devices lists paired devices newest first as {items, nextCur
   // Well-formed JSON, but a time no page ever ended at: still not a cursor this API returned.
   const forged = Buffer.from(JSON.stringify([1e20, 'x'])).toString('base64url')
   const forgedRes = await server.api('GET', `/api/v1/devices?cursor=${forged}`)
-  const todo = 'src/schemas/paging.ts decodeCursor accepts any number as the time: an out-of-range one is a 500'
-  t.equal(forgedRes.status, 400, 'a forged cursor is 400', { todo })
-  t.equal(forgedRes.body.code, 'INVALID_CURSOR', { todo })
+  t.equal(forgedRes.status, 400, 'a forged cursor is 400')
+  t.equal(forgedRes.body.code, 'INVALID_CURSOR')
   for (const limit of ['0', '501', 'x']) {
     const bad = await server.api('GET', `/api/v1/devices?limit=${limit}`)
     t.equal(bad.status, 400, `limit=${limit} is refused`)

@@ -6,6 +6,7 @@ import { Errors, withDetails } from '../errors.ts'
 import type { Prisma } from '../generated/prisma/client.ts'
 import { nextRunAt, type Schedule } from './schedule.ts'
 import { bumpRevision } from './service.ts'
+import { isUuid } from '../schemas/ids.ts'
 
 export interface SchedulerOptions {
   instanceId: string
@@ -34,7 +35,6 @@ interface DueJobRow {
 }
 
 const NOTIFY_CHUNK = 100
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 /** Longest sleep between wake-ups; a change to any job wakes every instance earlier. */
 const MAX_SLEEP_MS = 60_000
 
@@ -304,7 +304,7 @@ export class Scheduler {
    * runs it only if it is due (claimed like the scheduler would).
    */
   async runNow (jobId: string, mode: 'force' | 'due'): Promise<{ ok: true, ran: boolean, runId?: string }> {
-    const job = UUID.test(jobId) ? await this.db.prisma.cronJob.findUnique({ where: { id: jobId } }) : null
+    const job = isUuid(jobId) ? await this.db.prisma.cronJob.findUnique({ where: { id: jobId } }) : null
     if (job === null) throw withDetails(new Errors.CronJobNotFound(jobId), { id: jobId })
     if (mode === 'due') {
       const claimed = await this.#claimDue(jobId)

@@ -6,6 +6,7 @@ import { Errors, withDetails } from '../errors.ts'
 import type { CronJob, CronRun, Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
 import { invalidField, nextRunAt, parsePayload, parseSchedule, type JobPayload, type Schedule } from './schedule.ts'
+import { isUuid } from '../schemas/ids.ts'
 
 /** Fields the gateway interprets; everything else a client sends is kept as is. */
 const KNOWN_FIELDS = new Set(['id', 'name', 'description', 'enabled', 'schedule', 'payload', 'deleteAfterRun', 'ownerDeviceId', 'createdAtMs', 'updatedAtMs', 'state'])
@@ -112,7 +113,6 @@ function extraFields (input: Record<string, unknown>): Prisma.InputJsonObject {
   return extra as Prisma.InputJsonObject
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 function notFound (id: string): Error {
   return withDetails(new Errors.CronJobNotFound(id), { id })
@@ -251,7 +251,7 @@ export class CronService {
   }
 
   async remove (id: string, actor: string): Promise<{ ok: true, removed: true }> {
-    if (!UUID.test(id)) throw notFound(id)
+    if (!isUuid(id)) throw notFound(id)
     await this.db.prisma.$transaction(async (tx) => {
       const { count } = await tx.cronJob.deleteMany({ where: { id } })
       if (count === 0) throw notFound(id)
@@ -277,7 +277,7 @@ export class CronService {
   }
 
   async #find (id: string): Promise<CronJob> {
-    if (!UUID.test(id)) throw notFound(id)
+    if (!isUuid(id)) throw notFound(id)
     const row = await this.db.prisma.cronJob.findUnique({ where: { id } })
     if (row === null) throw notFound(id)
     return row

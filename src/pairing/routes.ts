@@ -4,7 +4,7 @@ import { approveRequestSchema, getRequestSchema, listRequestsSchema, rejectReque
 /** Admin REST for pairing requests; the WS methods call the same service functions. */
 const pairingRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/pairing-requests', { schema: listRequestsSchema }, async (request) => {
-    const { state, limit = 50, cursor } = request.query
+    const { state = 'pending', limit = 50, cursor } = request.query
     return await app.pairing.list({ state, limit, ...(cursor !== undefined && { cursor }) })
   })
 

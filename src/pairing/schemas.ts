@@ -34,7 +34,7 @@ export const listRequestsSchema = {
   summary: 'List pairing requests, newest first',
   tags: ['pairing'],
   querystring: Type.Object({
-    state: Type.Enum([...REQUEST_STATES, 'all'], { default: 'pending' }),
+    state: Type.Optional(Type.Enum([...REQUEST_STATES, 'all'], { default: 'pending' })),
     ...ListQuery
   }),
   response: { 200: Page(PairingRequestSchema), ...errors(400, 401) }

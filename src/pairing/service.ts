@@ -2,10 +2,13 @@ import { randomUUID } from 'node:crypto'
 import { isScope, sortedScopes } from '../auth/scopes.ts'
 import { writeAudit } from '../audit/service.ts'
 import type { NotifyBus, PairDecision } from '../db/bus.ts'
+import { lockDevice } from '../db/locks.ts'
 import type { Database } from '../db/database.ts'
 import { findPairedDevice, type PairedDevice } from '../devices/service.ts'
 import { Errors, withDetails } from '../errors.ts'
 import type { PairingRequest, Prisma } from '../generated/prisma/client.ts'
+import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
+import { isUuid } from '../schemas/ids.ts'
 
 export const PAIRING_REASONS = ['not-paired', 'role-upgrade', 'scope-upgrade', 'metadata-upgrade'] as const
 export type PairingReason = (typeof PAIRING_REASONS)[number]
@@ -60,14 +63,9 @@ export interface ListQuery {
   cursor?: string
 }
 
-export interface Page<T> {
-  items: T[]
-  nextCursor: string | null
-}
 
 type Tx = Prisma.TransactionClient
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export function toRequestView (row: PairingRequest, now = Date.now()): PairingRequestView {
   const expired = row.state === 'pending' && row.expiresAt.getTime() <= now
@@ -103,10 +101,6 @@ function isSubset (items: readonly string[], of: readonly string[]): boolean {
   return items.every((item) => of.includes(item))
 }
 
-/** Serializes every change to one device's pairing state, across instances. */
-async function lockDevice (tx: Tx, deviceId: string): Promise<void> {
-  await tx.$queryRaw`SELECT pg_advisory_xact_lock(hashtext(${'scopegate:device:' + deviceId}))::text`
-}
 
 interface Resolution { requestId: string, deviceId: string, decision: PairDecision }
 
@@ -192,7 +186,7 @@ export class PairingService {
   }
 
   async get (requestId: string): Promise<PairingRequestView> {
-    if (!UUID.test(requestId)) throw new Errors.PairingRequestNotFound(requestId)
+    if (!isUuid(requestId)) throw new Errors.PairingRequestNotFound(requestId)
     const row = await this.db.prisma.pairingRequest.findUnique({ where: { id: requestId } })
     if (row === null) throw new Errors.PairingRequestNotFound(requestId)
     return toRequestView(row)
@@ -322,7 +316,7 @@ export class PairingService {
   }
 
   async #pendingRequest (requestId: string): Promise<PairingRequest> {
-    if (!UUID.test(requestId)) throw new Errors.PairingRequestNotFound(requestId)
+    if (!isUuid(requestId)) throw new Errors.PairingRequestNotFound(requestId)
     const request = await this.db.prisma.pairingRequest.findUnique({ where: { id: requestId } })
     if (request === null) throw new Errors.PairingRequestNotFound(requestId)
     if (request.state === 'pending' && request.expiresAt.getTime() <= Date.now()) {
@@ -403,17 +397,4 @@ function stateFilter (state: RequestState | 'all', now: Date): Prisma.PairingReq
     case 'expired': return { OR: [{ state: 'expired' }, { state: 'pending', expiresAt: { lte: now } }] }
     default: return { state }
   }
-}
-
-function encodeCursor (atMs: number, id: string): string {
-  return Buffer.from(JSON.stringify([atMs, id])).toString('base64url')
-}
-
-function decodeCursor (cursor: string | undefined): { atMs: number, id: string } | null {
-  if (cursor === undefined || cursor === '') return null
-  try {
-    const [atMs, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown[]
-    if (typeof atMs === 'number' && typeof id === 'string') return { atMs, id }
-  } catch {}
-  throw withDetails(new Errors.InvalidCursor(), { cursor })
 }

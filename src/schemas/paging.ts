@@ -14,7 +14,7 @@ export function decodeCursor (cursor: string | undefined): { atMs: number, id: s
   if (cursor === undefined || cursor === '') return null
   try {
     const [atMs, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as unknown[]
-    if (typeof atMs === 'number' && typeof id === 'string') return { atMs, id }
+    if (Number.isSafeInteger(atMs) && Math.abs(atMs as number) <= 8.64e15 && typeof id === 'string' && id.length <= 128) return { atMs: atMs as number, id }
   } catch {}
   throw withDetails(new Errors.InvalidCursor(), { cursor })
 }
