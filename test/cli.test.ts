@@ -282,3 +282,18 @@ t.test('embedded mode: one serve per DATA_DIR; the CLI tokens work against it', 
   t.equal(await first.exited, 0, 'serve exits 0 on SIGTERM')
   t.notOk(existsSync(join(dataDir, 'pglite', 'pglite.lock')), 'and removes its lock file')
 })
+
+t.test('serve on a port already taken exits 1 with one line and releases the embedded database', async (t) => {
+  const dataDir = join(tempDir(t), 'data')
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { blocker.close() })
+  const address = blocker.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+
+  const res = await cli(['serve'], { DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'warn' }, 60_000)
+  t.equal(res.code, 1, res.stderr)
+  t.match(res.stderr, new RegExp(`^scopegate: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${port}\\n$`))
+  t.notMatch(res.stderr, STACK_LINE)
+  t.notOk(existsSync(join(dataDir, 'pglite', 'pglite.lock')), 'the database was closed and its lock released')
+})
