@@ -63,7 +63,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(cronPlugin)
   await app.register(gatewayPlugin, { version: VERSION })
 
-  app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }))
+  // Probes are polled every few seconds: keep them out of the info log.
+  app.get('/healthz', { schema: { hide: true }, logLevel: 'warn' }, async () => ({ ok: true }))
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 
   await app.register(async (api) => {
