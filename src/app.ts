@@ -7,7 +7,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import fp from 'fastify-plugin'
 import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
-import type { Config } from './config.ts'
+import { fastifyTrustProxy, type Config } from './config.ts'
 import auditRoutes from './audit/routes.ts'
 import cronPlugin from './cron/plugin.ts'
 import cronRoutes from './cron/routes.ts'
@@ -16,8 +16,10 @@ import dbPlugin from './db/plugin.ts'
 import devicesPlugin from './devices/plugin.ts'
 import deviceRoutes from './devices/routes.ts'
 import gatewayPlugin from './gateway/plugin.ts'
+import metricsPlugin from './metrics/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
 import pairingRoutes from './pairing/routes.ts'
+import { registerRestRateLimit } from './rest-rate-limit.ts'
 import { ErrorResponse } from './schemas/common.ts'
 import { registerValidation } from './schemas/validation.ts'
 
@@ -45,7 +47,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...(options.logStream !== undefined && { stream: options.logStream })
   }
   // Ids may be up to 128 characters (API.md); Fastify's default path parameter limit is 100.
-  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true, routerOptions: { maxParamLength: 256 },
+  // trustProxy (TRUST_PROXY) decides request.ip, which every per-IP limit uses.
+  const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true, routerOptions: { maxParamLength: 256 }, trustProxy: fastifyTrustProxy(config.trustProxy),
     // Start-up migrates and plans timers; on a busy 2-core machine that can take more than Fastify's 10 s default.
     pluginTimeout: 60_000 }).withTypeProvider<TypeBoxTypeProvider>()
 
@@ -57,6 +60,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await registerOpenApi(app)
 
   await app.register(dbPlugin)
+  await app.register(metricsPlugin)
   await app.register(adminJwt)
   await app.register(pairingPlugin)
   await app.register(devicesPlugin)
@@ -68,6 +72,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 
   await app.register(async (api) => {
+    await registerRestRateLimit(api)
     api.addHook('onRequest', api.requireAdmin)
     await api.register(pairingRoutes)
     await api.register(deviceRoutes)

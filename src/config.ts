@@ -1,10 +1,23 @@
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { join, resolve } from 'node:path'
 import envSchema from 'env-schema'
 import { Type, type Static } from 'typebox'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+/**
+ * Default limits (README, Configuration): high enough that the repo's own
+ * benchmarks and test suites, all from one loopback address, run with them on;
+ * low enough that one client cannot take an instance over. Tests use these too.
+ */
+export const DEFAULT_LIMITS = {
+  maxConnections: 10_000,
+  handshakeRatePerIp: 5000,
+  rpcRatePerConn: 2000,
+  restRatePerMin: 6000
+} as const
 
 const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 18789 }),
@@ -20,6 +33,11 @@ const EnvSchema = Type.Object({
   HANDSHAKE_TIMEOUT_MS: Type.Integer({ minimum: 0, default: 10_000 }),
   MAX_PAYLOAD_BYTES: Type.Integer({ minimum: 0, default: 1024 * 1024 }),
   MAX_BUFFERED_BYTES: Type.Integer({ minimum: 0, default: 4 * 1024 * 1024 }),
+  MAX_CONNECTIONS: Type.Integer({ minimum: 0, default: DEFAULT_LIMITS.maxConnections }),
+  HANDSHAKE_RATE_PER_IP: Type.Integer({ minimum: 0, default: DEFAULT_LIMITS.handshakeRatePerIp }),
+  RPC_RATE_PER_CONN: Type.Integer({ minimum: 0, default: DEFAULT_LIMITS.rpcRatePerConn }),
+  REST_RATE_PER_MIN: Type.Integer({ minimum: 0, default: DEFAULT_LIMITS.restRatePerMin }),
+  TRUST_PROXY: Type.String({ default: 'false' }),
   TICK_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 30_000 }),
   CRON_LEASE_MS: Type.Integer({ minimum: 200, maximum: 30_000, default: 30_000 })
 })
@@ -46,10 +64,23 @@ export interface Config {
   handshakeTimeoutMs: number
   maxPayloadBytes: number
   maxBufferedBytes: number
+  /** Open WebSocket connections per instance, handshakes included; over it: close 1013. 0: no limit. */
+  maxConnections: number
+  /** Upgrades per second per client address (token bucket, burst = one second's worth). 0: no limit. */
+  handshakeRatePerIp: number
+  /** RPCs per second per connection (token bucket, burst = one second's worth). 0: no limit. */
+  rpcRatePerConn: number
+  /** Admin REST requests per minute per client address (@fastify/rate-limit). 0: no limit. */
+  restRatePerMin: number
+  /** Fastify's trustProxy: whose X-Forwarded-For sets request.ip (and so every per-IP limit). */
+  trustProxy: TrustProxy
   tickIntervalMs: number
   /** Lease on a claimed cron run (at most 30 s), renewed while it runs. */
   cronLeaseMs: number
 }
+
+/** false, true (trust every hop), a number of hops, or the proxies' addresses / CIDR ranges. */
+export type TrustProxy = boolean | number | string[]
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -107,9 +138,56 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, only?: SecretN
     handshakeTimeoutMs: e.HANDSHAKE_TIMEOUT_MS,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     maxBufferedBytes: e.MAX_BUFFERED_BYTES,
+    maxConnections: e.MAX_CONNECTIONS,
+    handshakeRatePerIp: e.HANDSHAKE_RATE_PER_IP,
+    rpcRatePerConn: e.RPC_RATE_PER_CONN,
+    restRatePerMin: e.REST_RATE_PER_MIN,
+    trustProxy: parseTrustProxy(e.TRUST_PROXY),
     tickIntervalMs: e.TICK_INTERVAL_MS,
     cronLeaseMs: e.CRON_LEASE_MS
   }
+}
+
+const PROXY_ADDRESS_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/**
+ * TRUST_PROXY: `false` (X-Forwarded-For ignored), `true` (trust every hop;
+ * only behind a proxy that overwrites the header), a number of hops, or a
+ * comma-separated list of proxy addresses, CIDR ranges or proxy-addr's
+ * names (loopback, linklocal, uniquelocal).
+ */
+export function parseTrustProxy (value: string): TrustProxy {
+  const text = value.trim().toLowerCase()
+  if (text === 'false' || text === '') return false
+  if (text === 'true') return true
+  if (/^\d+$/.test(text)) return Number(text)
+  const entries = text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
+  const bad = entries.find((entry) => !isProxyAddress(entry))
+  if (bad !== undefined || entries.length === 0) {
+    throw new ConfigError(`invalid configuration: TRUST_PROXY must be true, false, a number of hops or a comma-separated list of addresses or CIDR ranges (got ${JSON.stringify(bad ?? value)})`)
+  }
+  return entries
+}
+
+/**
+ * Fastify's trustProxy for a TRUST_PROXY value. Fastify 5 trusts nothing for
+ * a bare hop count (a direct client could spoof it), so a count becomes
+ * proxy-addr's hop function: use it only when every request comes through
+ * that many proxies.
+ */
+export function fastifyTrustProxy (trust: TrustProxy): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust !== 'number') return trust
+  return trust === 0 ? false : (_address, hop) => hop < trust
+}
+
+function isProxyAddress (entry: string): boolean {
+  if (PROXY_ADDRESS_NAMES.has(entry)) return true
+  const [address = '', prefix, ...rest] = entry.split('/')
+  const family = isIP(address)
+  if (family === 0 || rest.length > 0) return false
+  if (prefix === undefined) return true
+  if (family === 4 && isIP(prefix) === 4) return true
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128)
 }
 
 const SECRET_FILES: Record<SecretName, string> = {

@@ -17,7 +17,8 @@ async function cronPlugin (app: FastifyInstance): Promise<void> {
   const cron = new CronService(app.db, app.bus)
   const scheduler = new Scheduler(app.db, app.bus, {
     instanceId: `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`,
-    leaseMs: app.config.cronLeaseMs
+    leaseMs: app.config.cronLeaseMs,
+    onFired: (dueAtMs, firedAtMs) => app.metrics.fired(dueAtMs, firedAtMs)
   }, app.log)
   app.decorate('cron', cron)
   app.decorate('scheduler', scheduler)
@@ -28,4 +29,4 @@ async function cronPlugin (app: FastifyInstance): Promise<void> {
   app.addHook('preClose', async () => { await scheduler.stop() })
 }
 
-export default fp(cronPlugin, { name: 'cron', dependencies: ['db'] })
+export default fp(cronPlugin, { name: 'cron', dependencies: ['db', 'metrics'] })

@@ -13,6 +13,8 @@ export interface SchedulerOptions {
   /** How long a claimed run is ours before another instance may take it over (≤ 30 s). */
   leaseMs: number
   batchSize?: number
+  /** Hears of the runs fired: each one's due time, and when they fired (metrics). */
+  onFired?: (dueAtMs: number[], firedAtMs: number) => void
 }
 
 /** A run this instance holds a lease on and must finish. */
@@ -236,6 +238,7 @@ export class Scheduler {
    */
   async #execute (runs: ClaimedRun[]): Promise<void> {
     const renew = setInterval(() => { void this.#renewLeases(runs) }, Math.max(100, Math.floor(this.options.leaseMs / 3)))
+    let fired: { dueAtMs: number[], atMs: number } | undefined
     try {
       const fires = await this.db.prisma.$transaction(async (tx) => {
         const now = new Date()
@@ -246,6 +249,7 @@ export class Scheduler {
         const stillOurs = new Set(live.map((row) => row.id))
         const done = runs.filter((run) => stillOurs.has(run.runId))
         if (done.length === 0) return []
+        fired = { dueAtMs: done.map((run) => run.dueAtMs), atMs: now.getTime() }
         const fireRows = done.map((run) => ({
           id: randomUUID(),
           run_id: run.runId,
@@ -269,6 +273,7 @@ export class Scheduler {
         return fireRows.map((row) => [row.id, row.device_id] as [string, string | null])
       })
       this.#fired += fires.length
+      if (fired !== undefined) this.options.onFired?.(fired.dueAtMs, fired.atMs)
       await this.#announceRuns('finished', runs.map((run) => run.runId))
       for (const chunk of chunks(fires, NOTIFY_CHUNK)) await this.bus.publish({ kind: 'cron.fires', fires: chunk })
     } catch (err) {

@@ -3,9 +3,11 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket, RawData } from 'ws'
 import type { LastSeenRecorder } from '../devices/service.ts'
 import type { MethodTable } from '../methods/index.ts'
-import { Close, closeSocket, type CloseSpec } from './close.ts'
+import { UNKNOWN_METHOD, type Metrics } from '../metrics/metrics.ts'
+import { Close, closeSocket, wsErrorClose, type CloseSpec } from './close.ts'
 import { errorFrame, eventFrame, invalidRequest, isRequestFrame, PROTOCOL_VERSION, responseFrame, toProtocolError, type RequestFrame } from './frames.ts'
 import { authenticate, type Admission, type Challenge, type HandshakeDeps } from './handshake.ts'
+import { rateLimitedError, TokenBucket } from './rate-limit.ts'
 import type { ConnectionRegistry } from './registry.ts'
 
 export interface GatewayPolicy {
@@ -13,6 +15,8 @@ export interface GatewayPolicy {
   maxBufferedBytes: number
   tickIntervalMs: number
   handshakeTimeoutMs: number
+  /** RPC_RATE_PER_CONN: requests per second per connection, burst one second's worth; 0: none. */
+  rpcRatePerConn: number
 }
 
 export interface ConnectionDeps {
@@ -25,6 +29,7 @@ export interface ConnectionDeps {
   serverVersion: string
   events: readonly string[]
   startedAtMs: number
+  metrics: Metrics
   /** Runs after hello-ok was sent (delivers what was kept for the device). */
   onAdmitted?: (conn: GatewayConnection) => void
 }
@@ -42,16 +47,35 @@ export class GatewayConnection {
   #challenge: Challenge = { nonce: randomUUID(), ts: Date.now() }
   #timer: NodeJS.Timeout | undefined
   #queued: RequestFrame[] = []
+  /** Set when the upgrade came over HANDSHAKE_RATE_PER_IP: the first request is answered RATE_LIMITED. */
+  #rateLimitedUntilMs = 0
+  readonly #rpcBucket: TokenBucket | null
+  #closeCounted = false
 
-  constructor (readonly socket: WebSocket, private readonly deps: ConnectionDeps, readonly remoteAddress: string) {}
+  constructor (readonly socket: WebSocket, private readonly deps: ConnectionDeps, readonly remoteAddress: string) {
+    const rate = deps.policy.rpcRatePerConn
+    this.#rpcBucket = rate > 0 ? new TokenBucket(rate, rate) : null
+  }
 
-  start (): void {
+  /** `rateLimitedMs` > 0: this upgrade came over the per-IP handshake rate; refuse the connect. */
+  start (rateLimitedMs = 0): void {
+    if (rateLimitedMs > 0) this.#rateLimitedUntilMs = Date.now() + rateLimitedMs
     this.socket.on('message', (data, isBinary) => this.#onMessage(data, isBinary))
-    this.socket.on('close', () => this.#onClose())
+    this.socket.on('close', (code) => this.#onClose(code))
     this.socket.on('pong', () => { this.alive = true })
-    this.socket.on('error', (err) => this.deps.log.debug({ connId: this.id, err: err.message }, 'socket error'))
+    this.socket.on('error', (err) => {
+      this.deps.log.debug({ connId: this.id, err: err.message }, 'socket error')
+      const closed = wsErrorClose(err)
+      if (closed !== undefined) this.#countClose(closed.code, closed.kind)
+    })
     const timeout = this.deps.policy.handshakeTimeoutMs
-    if (timeout > 0) this.#timer = setTimeout(() => this.close(Close.connectTimeout), timeout)
+    if (timeout > 0) {
+      this.#timer = setTimeout(() => {
+        if (this.#state !== 'awaiting-connect' || this.socket.readyState !== this.socket.OPEN) return
+        this.deps.metrics.handshake('CONNECT_TIMEOUT')
+        this.close(Close.connectTimeout)
+      }, timeout)
+    }
     this.send(eventFrame('connect.challenge', this.#challenge))
   }
 
@@ -76,7 +100,29 @@ export class GatewayConnection {
   }
 
   close (spec: CloseSpec): void {
-    closeSocket(this.socket, spec)
+    closeSocket(this.socket, spec, this.#countClose)
+  }
+
+  /** Over MAX_CONNECTIONS: no challenge, close 1013 `try again later` (retryable) at once. */
+  refuseOverCapacity (): void {
+    this.socket.on('error', () => {})
+    this.deps.metrics.handshake('OVER_CAPACITY')
+    this.close(Close.tryAgainLater)
+    // Not counted against the limit: make sure a peer that never answers the close cannot linger.
+    setTimeout(() => this.socket.terminate(), 1000).unref()
+  }
+
+  /** Drops a peer that stopped answering pings (no close frame: 1006). */
+  terminate (kind: string): void {
+    this.#countClose(1006, kind)
+    this.socket.terminate()
+  }
+
+  /** Counts the first close of this socket, whoever made it. */
+  readonly #countClose = (code: number, kind: string): void => {
+    if (this.#closeCounted) return
+    this.#closeCounted = true
+    this.deps.metrics.close(code, kind)
   }
 
   #onMessage (data: RawData, isBinary: boolean): void {
@@ -99,7 +145,15 @@ export class GatewayConnection {
   }
 
   #onFirstRequest (frame: RequestFrame): void {
+    if (this.#rateLimitedUntilMs > 0) {
+      this.deps.metrics.handshake('RATE_LIMITED')
+      this.deps.log.info({ connId: this.id, outcome: 'RATE_LIMITED', remoteAddress: this.remoteAddress }, 'connect refused')
+      this.send(errorFrame(frame.id, rateLimitedError(Math.max(1, this.#rateLimitedUntilMs - Date.now()))))
+      this.close(Close.rateLimited)
+      return
+    }
     if (frame.method !== 'connect') {
+      this.deps.metrics.handshake('CONNECT_REQUIRED')
       this.send(errorFrame(frame.id, invalidRequest('connect required', { code: 'CONNECT_REQUIRED' }).shape))
       this.close(Close.connectRequired)
       return
@@ -112,6 +166,7 @@ export class GatewayConnection {
   async #connect (frame: RequestFrame): Promise<void> {
     const result = await authenticate(frame.params, this.#challenge, this.deps.handshake)
     if (this.#state === 'closed') return
+    this.deps.metrics.handshake(result.ok ? 'ok' : result.outcome)
     if (!result.ok) {
       if (result.cause !== undefined) this.deps.log.error({ err: result.cause, connId: this.id }, 'connect failed')
       else this.deps.log.info({ connId: this.id, outcome: result.outcome, remoteAddress: this.remoteAddress }, 'connect refused')
@@ -157,20 +212,38 @@ export class GatewayConnection {
   async #handleRequest (frame: RequestFrame): Promise<void> {
     const admission = this.admission
     if (admission === undefined) return
+    const { metrics } = this.deps
+    // Only names the gateway knows become metric labels.
+    const method = this.deps.methods.has(frame.method) ? frame.method : UNKNOWN_METHOD
+    const retryAfterMs = this.#rpcBucket?.take() ?? 0
+    if (retryAfterMs > 0) {
+      metrics.limited('rpc')
+      metrics.rpc(method, 'RATE_LIMITED')
+      this.send(errorFrame(frame.id, rateLimitedError(retryAfterMs)))
+      return
+    }
+    const startedAt = performance.now()
     try {
       const payload = await this.deps.methods.call(admission, this.id, frame.method, frame.params)
       this.send(responseFrame(frame.id, payload))
+      metrics.rpc(method, 'ok', (performance.now() - startedAt) / 1000)
     } catch (err) {
       const shape = toProtocolError(err)
       if (shape.code === 'INTERNAL') this.deps.log.error({ err, connId: this.id, method: frame.method }, 'method failed')
       this.send(errorFrame(frame.id, shape))
+      metrics.rpc(method, shape.code, (performance.now() - startedAt) / 1000)
     }
   }
 
-  #onClose (): void {
+  #onClose (code: number): void {
     this.#state = 'closed'
     clearTimeout(this.#timer)
     this.deps.registry.delete(this)
+    // Not closed by the gateway nor by ws: the peer closed, or vanished (1006).
+    if (!this.#closeCounted) {
+      this.#closeCounted = true
+      this.deps.metrics.peerClose(code)
+    }
   }
 }
 

@@ -14,6 +14,7 @@ import { Close } from './close.ts'
 import { GatewayConnection, type GatewayPolicy } from './connection.ts'
 import { enforce, isEnforcement } from './enforcement.ts'
 import { hashGatewayToken } from './handshake.ts'
+import { KeyedRateLimiter } from './rate-limit.ts'
 import { ConnectionRegistry } from './registry.ts'
 
 export const GATEWAY_EVENTS = ['connect.challenge', 'tick', 'device.pair.requested', 'device.pair.resolved', 'cron', 'cron.fire', 'shutdown'] as const
@@ -45,7 +46,8 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     maxPayload: config.maxPayloadBytes,
     maxBufferedBytes: config.maxBufferedBytes,
     tickIntervalMs: config.tickIntervalMs,
-    handshakeTimeoutMs: config.handshakeTimeoutMs
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    rpcRatePerConn: config.rpcRatePerConn
   }
   const deps = {
     handshake: { sql: db.sql, pairing, gatewayTokenHash: hashGatewayToken(config.gatewayToken), deviceTokenTtlMs: config.deviceTokenTtlMs },
@@ -57,6 +59,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     serverVersion: opts.version,
     events: GATEWAY_EVENTS,
     startedAtMs,
+    metrics: app.metrics,
     onAdmitted: (conn: GatewayConnection) => {
       const deviceId = conn.admission?.deviceId
       if (deviceId != null && conn.admission?.pendingFires === true) {
@@ -65,6 +68,18 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     }
   }
   const sockets = new Set<GatewayConnection>()
+  app.metrics.countConnections(() => {
+    const counts: Record<string, number> = { pending: sockets.size - registry.size }
+    for (const conn of registry) {
+      const role = conn.admission?.role ?? 'pending'
+      counts[role] = (counts[role] ?? 0) + 1
+    }
+    return counts
+  })
+  // HANDSHAKE_RATE_PER_IP: one bucket per request.ip (X-Forwarded-For only under TRUST_PROXY).
+  const rate = config.handshakeRatePerIp
+  const handshakeLimiter = rate > 0 ? new KeyedRateLimiter({ ratePerSec: rate, burst: rate }) : null
+  app.addHook('onClose', async () => { handshakeLimiter?.stop() })
 
   await app.register(websocket, {
     options: { maxPayload: config.maxPayloadBytes, perMessageDeflate: false },
@@ -80,16 +95,24 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
 
   app.get('/', { websocket: true, logLevel: 'warn', schema: { hide: true } }, (socket, request) => {
     const conn = new GatewayConnection(socket, deps, request.ip)
+    // MAX_CONNECTIONS counts every open socket, handshakes included; one over it is closed 1013 at once.
+    if (config.maxConnections > 0 && sockets.size >= config.maxConnections) {
+      app.metrics.limited('connections')
+      conn.refuseOverCapacity()
+      return
+    }
     sockets.add(conn)
     socket.once('close', () => sockets.delete(conn))
-    conn.start()
+    const retryAfterMs = handshakeLimiter?.take(request.ip) ?? 0
+    if (retryAfterMs > 0) app.metrics.limited('handshake')
+    conn.start(retryAfterMs)
   })
 
   const keepalive = setInterval(() => {
     const ts = Date.now()
     for (const conn of registry) {
       if (!conn.alive) {
-        conn.socket.terminate()
+        conn.terminate('keepalive timeout')
         continue
       }
       conn.alive = false
@@ -103,6 +126,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   }
   const deliver = async (message: BusMessage): Promise<void> => {
     if (isEnforcement(message)) {
+      app.metrics.notification(message.kind, message.sentAtMs)
       const closed = await enforce(message, registry, db.sql)
       if (closed > 0) app.log.info({ kind: message.kind, deviceId: message.deviceId, closed, lagMs: Date.now() - message.sentAtMs }, 'closed connections after a change')
       return
@@ -139,4 +163,4 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   })
 }
 
-export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'pairing', 'devices', 'cron'] })
+export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'metrics', 'pairing', 'devices', 'cron'] })

@@ -24,6 +24,10 @@ export class MethodTable {
     return [...this.#methods.keys()]
   }
 
+  has (method: string): boolean {
+    return this.#methods.has(method)
+  }
+
   /** Checks the scope before the params, then runs the handler. */
   async call (admission: Admission, connId: string, method: string, rawParams: unknown): Promise<unknown> {
     const entry = this.#methods.get(method)

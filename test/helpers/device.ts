@@ -33,8 +33,9 @@ export class TestSocket {
     ws.on('error', () => {})
   }
 
-  static async open (url: string): Promise<TestSocket> {
-    const ws = new WebSocket(url)
+  /** `options`: ws client options, e.g. `headers` (X-Forwarded-For in the TRUST_PROXY tests). */
+  static async open (url: string, options?: WebSocket.ClientOptions): Promise<TestSocket> {
+    const ws = new WebSocket(url, options)
     const socket = new TestSocket(ws)
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve())
@@ -164,8 +165,8 @@ export class TestDevice {
   }
 
   /** Opens a socket, answers the challenge and returns the connect response. */
-  async connect (url: string, opts: ConnectOptions = {}): Promise<ConnectResult> {
-    const socket = await TestSocket.open(url)
+  async connect (url: string, opts: ConnectOptions = {}, wsOptions?: WebSocket.ClientOptions): Promise<ConnectResult> {
+    const socket = await TestSocket.open(url, wsOptions)
     const challengeFrame = await socket.event('connect.challenge')
     const challenge = challengeFrame.payload as { nonce: string, ts: number }
     const res = await socket.request('connect', this.connectParams(challenge, opts), `c-${randomUUID()}`)

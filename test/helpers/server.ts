@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { buildApp } from '../../src/app.ts'
 import { signAdminToken, type AdminRole } from '../../src/auth/admin-jwt.ts'
-import type { Config } from '../../src/config.ts'
+import { DEFAULT_LIMITS, type Config } from '../../src/config.ts'
 
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
@@ -61,6 +61,9 @@ export function testConfig (overrides: Partial<Config> = {}): Config {
     handshakeTimeoutMs: 10_000,
     maxPayloadBytes: 1024 * 1024,
     maxBufferedBytes: 4 * 1024 * 1024,
+    // The production limits: every suite runs with them on.
+    ...DEFAULT_LIMITS,
+    trustProxy: false,
     tickIntervalMs: 30_000,
     cronLeaseMs: 30_000,
     ...overrides
