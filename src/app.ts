@@ -69,6 +69,11 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   // Probes are polled every few seconds: keep them out of the info log.
   app.get('/healthz', { schema: { hide: true }, logLevel: 'warn' }, async () => ({ ok: true }))
+  app.get('/readyz', { schema: { hide: true }, logLevel: 'warn' }, async (_request, reply) => {
+    const checks = await app.readiness.probe()
+    const ok = checks.db && checks.migrations && checks.listener
+    return await reply.status(ok ? 200 : 503).send({ ok, checks })
+  })
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 
   await app.register(async (api) => {

@@ -39,6 +39,9 @@ const EnvSchema = Type.Object({
   REST_RATE_PER_MIN: Type.Integer({ minimum: 0, default: DEFAULT_LIMITS.restRatePerMin }),
   TRUST_PROXY: Type.String({ default: 'false' }),
   TICK_INTERVAL_MS: Type.Integer({ minimum: 1000, default: 30_000 }),
+  HEALTH_CHECK_INTERVAL_MS: Type.Integer({ minimum: 100, default: 1000 }),
+  HEALTH_CHECK_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 2000 }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 10_000 }),
   CRON_LEASE_MS: Type.Integer({ minimum: 200, maximum: 30_000, default: 30_000 })
 })
 type Env = Static<typeof EnvSchema>
@@ -75,6 +78,11 @@ export interface Config {
   /** Fastify's trustProxy: whose X-Forwarded-For sets request.ip (and so every per-IP limit). */
   trustProxy: TrustProxy
   tickIntervalMs: number
+  /** Database and listener checks; a loss is noticed within interval + timeout. */
+  healthCheckIntervalMs: number
+  healthCheckTimeoutMs: number
+  /** How long a graceful shutdown may take before the process exits anyway. */
+  shutdownGraceMs: number
   /** Lease on a claimed cron run (at most 30 s), renewed while it runs. */
   cronLeaseMs: number
 }
@@ -144,6 +152,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, only?: SecretN
     restRatePerMin: e.REST_RATE_PER_MIN,
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
     tickIntervalMs: e.TICK_INTERVAL_MS,
+    healthCheckIntervalMs: e.HEALTH_CHECK_INTERVAL_MS,
+    healthCheckTimeoutMs: e.HEALTH_CHECK_TIMEOUT_MS,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     cronLeaseMs: e.CRON_LEASE_MS
   }
 }

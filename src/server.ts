@@ -13,9 +13,13 @@ export async function serve (env: NodeJS.ProcessEnv = process.env): Promise<void
     await app.close()
     throw err
   }
-  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  // SIGTERM/SIGINT: stop accepting, tell every socket (shutdown, 1012), finish
+  // in-flight RPCs and scheduler runs, close the database, exit 0; exit 1 if
+  // that takes longer than SHUTDOWN_GRACE_MS.
+  closeWithGrace({ delay: config.shutdownGraceMs }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
-    else app.log.info({ signal }, 'shutting down')
+    else app.log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
     await app.close()
+    app.log.info('shut down cleanly')
   })
 }

@@ -25,8 +25,16 @@ export interface Database {
   sql: SqlClient
   session(): Promise<MigrationSession>
   /** Subscribes to a notification channel; resolves once LISTEN is in place. */
-  listen(channel: string, onPayload: (payload: string) => void, onError: (err: Error) => void): Promise<() => Promise<void>>
+  listen(channel: string, onPayload: (payload: string) => void, onError: (err: Error) => void): Promise<Listener>
+  /** Answers quickly when the database is reachable (readiness). */
+  ping(): Promise<void>
   notify(channel: string, payload: string): Promise<void>
+  close(): Promise<void>
+}
+
+/** A LISTEN subscription: its own connection on Postgres, so it can be lost and checked. */
+export interface Listener {
+  ping(): Promise<void>
   close(): Promise<void>
 }
 
@@ -53,7 +61,7 @@ function quoteIdent (name: string): string {
 
 function openPostgres (connectionString: string, schema: string, max: number): Database {
   const clientConfig: pg.ClientConfig = { connectionString, options: `-c search_path=${quoteIdent(schema)}` }
-  const pool = new pg.Pool({ ...clientConfig, max })
+  const pool = new pg.Pool({ ...clientConfig, max, connectionTimeoutMillis: 5000, application_name: 'scopegate' })
   // An idle client that loses its server emits here; the pool replaces it.
   pool.on('error', () => {})
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool, { schema }) })
@@ -72,17 +80,38 @@ function openPostgres (connectionString: string, schema: string, max: number): D
       }
     },
     async listen (channel, onPayload, onError) {
-      const client = new pg.Client(clientConfig)
-      client.on('error', onError)
-      client.on('end', () => { if (listeners.has(client)) onError(new Error('notification listener disconnected')) })
+      // Named so that operators (and tests) can tell it apart in pg_stat_activity.
+      const client = new pg.Client({ ...clientConfig, connectionTimeoutMillis: 5000, application_name: `scopegate-listener:${schema}`.slice(0, 63) })
+      let failed = false
+      const fail = (err: Error): void => {
+        if (failed || !listeners.has(client)) return
+        failed = true
+        listeners.delete(client)
+        void client.end().catch(() => {})
+        onError(err)
+      }
+      client.on('error', fail)
+      client.on('end', () => fail(new Error('notification listener disconnected')))
       client.on('notification', (msg) => { if (msg.channel === channel && msg.payload !== undefined) onPayload(msg.payload) })
-      await client.connect()
-      await client.query(`LISTEN ${quoteIdent(channel)}`)
       listeners.add(client)
-      return async () => {
+      try {
+        await client.connect()
+        await client.query(`LISTEN ${quoteIdent(channel)}`)
+      } catch (err) {
         listeners.delete(client)
         await client.end().catch(() => {})
+        throw err
       }
+      return {
+        ping: async () => { await client.query('SELECT 1') },
+        close: async () => {
+          listeners.delete(client)
+          await client.end().catch(() => {})
+        }
+      }
+    },
+    async ping () {
+      await pool.query('SELECT 1')
     },
     async notify (channel, payload) {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload])
@@ -129,7 +158,11 @@ async function openPGlite (dataDir: string): Promise<Database> {
     },
     async listen (channel, onPayload) {
       const unlisten = await db.listen(channel, onPayload)
-      return async () => { await unlisten() }
+      // In-process: it cannot be lost on its own.
+      return { ping: async () => {}, close: async () => { await unlisten() } }
+    },
+    async ping () {
+      await db.query('SELECT 1')
     },
     async notify (channel, payload) {
       await db.query('SELECT pg_notify($1, $2)', [channel, payload])

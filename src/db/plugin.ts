@@ -2,12 +2,14 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { NotifyBus } from './bus.ts'
 import { openDatabase, type Database } from './database.ts'
+import { Readiness } from './health.ts'
 import { migrate } from './migrate.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
     db: Database
     bus: NotifyBus
+    readiness: Readiness
   }
 }
 
@@ -19,15 +21,18 @@ async function dbPlugin (app: FastifyInstance): Promise<void> {
     const result = await migrate(db)
     app.log.info({ database: db.kind, schema: db.schema, applied: result.applied, alreadyApplied: result.alreadyApplied.length }, 'database ready')
     const bus = new NotifyBus(db)
-    bus.on('error', (err) => app.log.error({ err: err.message }, 'notification listener failed'))
     await bus.start()
+    const readiness = new Readiness(db, bus, { intervalMs: config.healthCheckIntervalMs, timeoutMs: config.healthCheckTimeoutMs }, app.log)
+    readiness.start()
     app.decorate('db', db)
     app.decorate('bus', bus)
+    app.decorate('readiness', readiness)
   } catch (err) {
     await db.close()
     throw err
   }
   app.addHook('onClose', async () => {
+    app.readiness.stop()
     await app.bus.stop()
     await db.close()
   })

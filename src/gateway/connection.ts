@@ -6,7 +6,7 @@ import type { MethodTable } from '../methods/index.ts'
 import { UNKNOWN_METHOD, type Metrics } from '../metrics/metrics.ts'
 import { Close, closeSocket, wsErrorClose, type CloseSpec } from './close.ts'
 import { errorFrame, eventFrame, invalidRequest, isRequestFrame, PROTOCOL_VERSION, responseFrame, toProtocolError, type RequestFrame } from './frames.ts'
-import { authenticate, type Admission, type Challenge, type HandshakeDeps } from './handshake.ts'
+import { authenticate, unavailable, type Admission, type Challenge, type HandshakeDeps } from './handshake.ts'
 import { rateLimitedError, TokenBucket } from './rate-limit.ts'
 import type { ConnectionRegistry } from './registry.ts'
 
@@ -30,6 +30,8 @@ export interface ConnectionDeps {
   events: readonly string[]
   startedAtMs: number
   metrics: Metrics
+  /** False while the database or the notification listener is lost: refuse, never guess. */
+  isReady: () => boolean
   /** Runs after hello-ok was sent (delivers what was kept for the device). */
   onAdmitted?: (conn: GatewayConnection) => void
 }
@@ -47,6 +49,9 @@ export class GatewayConnection {
   #challenge: Challenge = { nonce: randomUUID(), ts: Date.now() }
   #timer: NodeJS.Timeout | undefined
   #queued: RequestFrame[] = []
+  #inflight = 0
+  #draining = false
+  #onIdle: (() => void) | undefined
   /** Set when the upgrade came over HANDSHAKE_RATE_PER_IP: the first request is answered RATE_LIMITED. */
   #rateLimitedUntilMs = 0
   readonly #rpcBucket: TokenBucket | null
@@ -164,7 +169,7 @@ export class GatewayConnection {
   }
 
   async #connect (frame: RequestFrame): Promise<void> {
-    const result = await authenticate(frame.params, this.#challenge, this.deps.handshake)
+    const result = this.deps.isReady() ? await authenticate(frame.params, this.#challenge, this.deps.handshake) : unavailable()
     if (this.#state === 'closed') return
     this.deps.metrics.handshake(result.ok ? 'ok' : result.outcome)
     if (!result.ok) {
@@ -222,7 +227,12 @@ export class GatewayConnection {
       this.send(errorFrame(frame.id, rateLimitedError(retryAfterMs)))
       return
     }
+    if (this.#draining) {
+      this.send(errorFrame(frame.id, { code: 'UNAVAILABLE', message: 'shutting down, try again later', retryable: true }))
+      return
+    }
     const startedAt = performance.now()
+    this.#inflight++
     try {
       const payload = await this.deps.methods.call(admission, this.id, frame.method, frame.params)
       this.send(responseFrame(frame.id, payload))
@@ -232,7 +242,16 @@ export class GatewayConnection {
       if (shape.code === 'INTERNAL') this.deps.log.error({ err, connId: this.id, method: frame.method }, 'method failed')
       this.send(errorFrame(frame.id, shape))
       metrics.rpc(method, shape.code, (performance.now() - startedAt) / 1000)
+    } finally {
+      if (--this.#inflight === 0) this.#onIdle?.()
     }
+  }
+
+  /** Graceful shutdown: take no new requests, resolve when the ones in flight have answered. */
+  async drain (): Promise<void> {
+    this.#draining = true
+    if (this.#inflight === 0) return
+    await new Promise<void>((resolve) => { this.#onIdle = resolve })
   }
 
   #onClose (code: number): void {

@@ -2,7 +2,7 @@ import websocket from '@fastify/websocket'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { isCovered } from '../auth/scopes.ts'
-import type { BusMessage } from '../db/bus.ts'
+import { withTimeout, type BusMessage } from '../db/bus.ts'
 import { LastSeenRecorder } from '../devices/service.ts'
 import { CronDelivery } from '../cron/delivery.ts'
 import { cronMethods } from '../methods/cron.ts'
@@ -60,6 +60,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     events: GATEWAY_EVENTS,
     startedAtMs,
     metrics: app.metrics,
+    isReady: () => app.readiness.ready,
     onAdmitted: (conn: GatewayConnection) => {
       const deviceId = conn.admission?.deviceId
       if (deviceId != null && conn.admission?.pendingFires === true) {
@@ -83,12 +84,16 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
 
   await app.register(websocket, {
     options: { maxPayload: config.maxPayloadBytes, perMessageDeflate: false },
+    // Graceful shutdown: let in-flight RPCs answer (bounded), then `shutdown` and 1012 to everyone.
     preClose: (done) => {
-      for (const conn of sockets) {
-        conn.sendEvent('shutdown', { reason: 'service restart' })
-        conn.close(Close.serviceRestart)
-      }
-      done()
+      const drained = Promise.all([...sockets].map(async (conn) => await conn.drain()))
+      void withTimeout(drained, Math.max(100, Math.floor(config.shutdownGraceMs / 2))).catch(() => {}).then(() => {
+        for (const conn of sockets) {
+          conn.sendEvent('shutdown', { reason: 'service restart' })
+          conn.close(Close.serviceRestart)
+        }
+        done()
+      })
     }
   })
   app.decorate('gateway', { registry })
@@ -156,9 +161,20 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   }
   bus.on('message', onBusMessage)
 
+  // Fail closed: without the database or the listener, no connection may rely on its cached rights.
+  const onReadiness = (ready: boolean): void => {
+    if (ready) {
+      scheduler.wake()
+      return
+    }
+    for (const conn of sockets) conn.close(Close.tryAgainLater)
+  }
+  app.readiness.on('change', onReadiness)
+
   app.addHook('onClose', async () => {
     clearInterval(keepalive)
     bus.off('message', onBusMessage)
+    app.readiness.off('change', onReadiness)
     await lastSeen.flush()
   })
 }

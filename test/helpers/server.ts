@@ -66,6 +66,9 @@ export function testConfig (overrides: Partial<Config> = {}): Config {
     trustProxy: false,
     tickIntervalMs: 30_000,
     cronLeaseMs: 30_000,
+    healthCheckIntervalMs: 1000,
+    healthCheckTimeoutMs: 2000,
+    shutdownGraceMs: 10_000,
     ...overrides
   }
 }
