@@ -37,7 +37,10 @@ export interface BuildOptions {
 }
 
 /** Never let a secret reach a log line, whatever gets logged. */
-export const LOG_REDACT = ['req.headers.authorization', 'req.headers.cookie', '*.token', '*.deviceToken', '*.jwtSecret', '*.gatewayToken']
+export const LOG_REDACT = [
+  'req.headers.authorization', 'req.headers.cookie', 'headers.authorization',
+  '*.token', '*.deviceToken', '*.signature', '*.jwtSecret', '*.gatewayToken', '*.auth', '*.device.signature'
+]
 
 /** Builds the whole application from explicitly registered plugins. */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
@@ -79,6 +82,11 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(async (api) => {
     await registerRestRateLimit(api)
     api.addHook('onRequest', api.requireAdmin)
+    // One line per admin change, with who made it (reads are in the request log already).
+    api.addHook('onResponse', async (request, reply) => {
+      if (request.method === 'GET' || request.method === 'HEAD') return
+      request.log.info({ actor: request.user?.sub, method: request.method, route: request.routeOptions.url, statusCode: reply.statusCode }, 'admin action')
+    })
     await api.register(pairingRoutes)
     await api.register(deviceRoutes)
     await api.register(auditRoutes)
