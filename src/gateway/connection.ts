@@ -39,6 +39,7 @@ export interface ConnectionDeps {
 type State = 'awaiting-connect' | 'authenticating' | 'open' | 'closed'
 
 const MAX_QUEUED_DURING_HANDSHAKE = 32
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** One WebSocket client, from challenge to close. */
 export class GatewayConnection {
@@ -185,6 +186,7 @@ export class GatewayConnection {
     if (result.admission.deviceId !== null) this.deps.lastSeen.touch(result.admission.deviceId)
     this.deps.log.info({ connId: this.id, deviceId: result.admission.deviceId, role: result.admission.role, scopes: result.admission.scopes }, 'connect ok')
     this.send(responseFrame(frame.id, this.#helloOk(result.admission)))
+    this.#closeWhenTokenExpires(result.admission.tokenExpiresAtMs)
     this.deps.onAdmitted?.(this)
     const queued = this.#queued
     this.#queued = []
@@ -252,6 +254,18 @@ export class GatewayConnection {
     this.#draining = true
     if (this.#inflight === 0) return
     await new Promise<void>((resolve) => { this.#onIdle = resolve })
+  }
+
+  /** A connection that logged in with a device token closes when that token expires. */
+  #closeWhenTokenExpires (expiresAtMs: number | null): void {
+    if (expiresAtMs === null) return
+    // setTimeout holds at most ~24.8 days: wake up and look again when the expiry is further away.
+    const delay = Math.min(expiresAtMs - Date.now(), MAX_TIMER_MS)
+    this.#timer = setTimeout(() => {
+      if (Date.now() >= expiresAtMs) this.close(Close.deviceTokenExpired)
+      else this.#closeWhenTokenExpires(expiresAtMs)
+    }, Math.max(0, delay))
+    this.#timer.unref()
   }
 
   #onClose (code: number): void {

@@ -24,6 +24,8 @@ export interface Admission {
   authMethod: 'token' | 'device-token'
   /** The device token this connection logged in with, or was just issued. */
   tokenId: string | null
+  /** When the device token this connection logged in with expires (null: never, or logged in with the gateway token). */
+  tokenExpiresAtMs: number | null
   issued: MintedToken | null
   client: ConnectParams['client']
   /** cron fires were kept for this device while it was offline. */
@@ -132,6 +134,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
   }
 
   let tokenId: string | null = null
+  let tokenExpiresAtMs: number | null = null
   if (deviceToken !== '') {
     const stored = access?.token
     if (device === undefined || stored == null || stored.revoked || !tokenMatchesHash(deviceToken, stored.hash)) {
@@ -139,6 +142,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
     }
     if (stored.expiresAtMs !== null && stored.expiresAtMs <= now) return refuse('AUTH_DEVICE_TOKEN_EXPIRED', Close.deviceTokenExpired)
     tokenId = stored.id
+    tokenExpiresAtMs = stored.expiresAtMs
   } else if (!gatewayTokenMatches(token, deps.gatewayTokenHash)) {
     return refuse('AUTH_TOKEN_MISMATCH', Close.gatewayTokenMismatch)
   }
@@ -146,7 +150,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
 
   if (device === undefined) {
     // The gateway token alone never grants a scope.
-    return { ok: true, admission: { role: params.role, scopes: [], deviceId: null, authMethod, tokenId: null, issued: null, client: params.client, pendingFires: false } }
+    return { ok: true, admission: { role: params.role, scopes: [], deviceId: null, authMethod, tokenId: null, tokenExpiresAtMs: null, issued: null, client: params.client, pendingFires: false } }
   }
 
   const scopes = uniqueScopes(params.scopes)
@@ -187,7 +191,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
       tokenId = issued?.tokenId ?? null
     }
   }
-  return { ok: true, admission: { role: params.role, scopes, deviceId: device.id, authMethod, tokenId, issued, client: params.client, pendingFires: access?.pendingFires ?? false } }
+  return { ok: true, admission: { role: params.role, scopes, deviceId: device.id, authMethod, tokenId, tokenExpiresAtMs, issued, client: params.client, pendingFires: access?.pendingFires ?? false } }
 }
 
 /** The pairing check, in PROTOCOL.md's order of reasons; null when the device may connect. */
