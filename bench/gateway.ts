@@ -1,0 +1,299 @@
+// The gateway against a bare `ws` server, measured in the same run by the
+// same client: authorized RPC throughput and latency, full handshakes per
+// second, memory per idle authenticated connection, and the Ed25519 verify
+// rate of one core. Each figure is the median of RUNS runs (default 3), each
+// with its own baseline. Prints a table and one JSON line. A figure, not a test.
+//
+//   npm run bench:gateway                  # Postgres at TEST_DATABASE_URL
+//   BENCH_DB=pglite npm run bench:gateway  # embedded PGlite
+import { spawn, type ChildProcess } from 'node:child_process'
+import { generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import WebSocket from 'ws'
+import { signAdminToken } from '../src/auth/admin-jwt.ts'
+import { TestDevice } from '../test/helpers/device.ts'
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from '../test/helpers/server.ts'
+
+const RUNS = Number(process.env.RUNS ?? 3)
+const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
+const RPC_SECONDS = Number(process.env.RPC_SECONDS ?? 5)
+const HANDSHAKE_SECONDS = Number(process.env.HANDSHAKE_SECONDS ?? 5)
+const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
+const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
+const DATABASE = process.env.BENCH_DB === 'pglite' ? 'pglite' : 'postgres'
+const BIN = fileURLToPath(new URL('../bin/scopegate.js', import.meta.url))
+const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
+
+interface Server { child: ChildProcess, port: number, stop: () => Promise<void> }
+
+async function startProcess (args: string[], env: Record<string, string>, ready: RegExp): Promise<Server> {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const port = await new Promise<number>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString()
+      const match = ready.exec(out)
+      if (match !== null) resolve(Number(match[1]))
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)))
+  })
+  child.stdout?.resume()
+  return {
+    child,
+    port,
+    stop: async () => {
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+    }
+  }
+}
+
+function rssBytes (pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1]
+  return Number(kb) * 1024
+}
+
+function percentile (sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN
+}
+
+function median (values: number[]): number {
+  return percentile([...values].sort((a, b) => a - b), 50)
+}
+
+async function sleep (ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** N connections, one request in flight each, for `seconds`: requests/s and latency percentiles. */
+async function rpcLoad (sockets: WebSocket[], seconds: number): Promise<{ rate: number, p50: number, p99: number }> {
+  const latencies: number[] = []
+  const deadline = performance.now() + seconds * 1000
+  let count = 0
+  await Promise.all(sockets.map(async (ws, index) => {
+    let seq = 0
+    while (performance.now() < deadline) {
+      const id = `${index}-${seq++}`
+      const started = performance.now()
+      await new Promise<void>((resolve) => {
+        const onMessage = (data: WebSocket.RawData): void => {
+          if (!data.toString().includes(`"id":"${id}"`)) return
+          ws.off('message', onMessage)
+          resolve()
+        }
+        ws.on('message', onMessage)
+        ws.send(`{"type":"req","id":"${id}","method":"health"}`)
+      })
+      latencies.push(performance.now() - started)
+      count++
+    }
+  }))
+  latencies.sort((a, b) => a - b)
+  return { rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
+}
+
+async function openBare (port: number, count: number): Promise<WebSocket[]> {
+  return await Promise.all(Array.from({ length: count }, async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
+    await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
+    return ws
+  }))
+}
+
+async function openGateway (port: number, device: TestDevice, deviceToken: string, count: number): Promise<WebSocket[]> {
+  const sockets: WebSocket[] = []
+  // A few at a time, like clients arriving.
+  for (let i = 0; i < count; i += 50) {
+    const batch = await Promise.all(Array.from({ length: Math.min(50, count - i) }, async () => {
+      const { socket, res } = await device.connect(`ws://127.0.0.1:${port}/`, { deviceToken, scopes: ['operator.read'] })
+      if (res.ok !== true) throw new Error(`connect failed: ${JSON.stringify(res)}`)
+      return socket.ws
+    }))
+    sockets.push(...batch)
+  }
+  return sockets
+}
+
+function closeAll (sockets: WebSocket[]): void {
+  for (const ws of sockets) ws.terminate()
+}
+
+/** Connect-and-close loops with `concurrency` clients for `seconds`. */
+async function handshakeLoad (seconds: number, concurrency: number, once: () => Promise<void>): Promise<number> {
+  const deadline = performance.now() + seconds * 1000
+  let count = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() < deadline) {
+      await once()
+      count++
+    }
+  }))
+  return count / seconds
+}
+
+async function bareHandshake (port: number): Promise<void> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
+  await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
+  await new Promise<void>((resolve) => { ws.once('close', () => resolve()); ws.close() })
+}
+
+async function gatewayHandshake (port: number, device: TestDevice, deviceToken: string): Promise<void> {
+  const { socket, res } = await device.connect(`ws://127.0.0.1:${port}/`, { deviceToken, scopes: ['operator.read'] })
+  if (res.ok !== true) throw new Error(`handshake failed: ${JSON.stringify(res)}`)
+  await socket.close()
+}
+
+async function idleMemoryPerConnection (server: Server, open: () => Promise<WebSocket[]>): Promise<number> {
+  await sleep(500)
+  const before = rssBytes(server.child.pid ?? 0)
+  const sockets = await open()
+  await sleep(1500)
+  const after = rssBytes(server.child.pid ?? 0)
+  closeAll(sockets)
+  return (after - before) / sockets.length
+}
+
+function verifyRatePerCore (): number {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519')
+  const message = Buffer.from('v3|' + 'a'.repeat(200))
+  const signature = sign(null, message, privateKey)
+  const started = performance.now()
+  let count = 0
+  while (performance.now() - started < 1000) {
+    verify(null, message, publicKey, signature)
+    count++
+  }
+  return count / ((performance.now() - started) / 1000)
+}
+
+async function startGateway (): Promise<{ server: Server, device: TestDevice, deviceToken: string, cleanup: () => Promise<void> }> {
+  const gatewayToken = randomBytes(24).toString('base64url')
+  const jwtSecret = randomBytes(32).toString('base64url')
+  const dataDir = mkdtempSync(join(tmpdir(), 'scopegate-bench-'))
+  const schema = uniqueSchema('bench')
+  const env: Record<string, string> = {
+    PORT: '0', GATEWAY_TOKEN: gatewayToken, JWT_SECRET: jwtSecret, DATA_DIR: dataDir,
+    ...(DATABASE === 'postgres' && { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema })
+  }
+  // At info level for its "Server listening" line; connection outcomes are logged asynchronously.
+  const server = await startProcess([BIN, 'serve'], { ...env, LOG_LEVEL: 'info' }, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
+  const url = `ws://127.0.0.1:${server.port}/`
+  const device = new TestDevice()
+  const refused = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
+  await refused.socket.closed
+  const admin = signAdminToken(jwtSecret, { sub: 'bench', role: 'admin' }, 3_600_000)
+  const approve = await fetch(`http://127.0.0.1:${server.port}/api/v1/pairing-requests/${refused.res.error.details.requestId as string}/approve`, {
+    method: 'POST', headers: { authorization: `Bearer ${admin}` }
+  })
+  if (approve.status !== 200) throw new Error(`approve failed: ${approve.status}`)
+  const minted = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
+  const deviceToken = minted.res.payload.auth.deviceToken as string
+  await minted.socket.close()
+  return {
+    server,
+    device,
+    deviceToken,
+    cleanup: async () => {
+      await server.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+      if (DATABASE === 'postgres') await dropSchema(schema)
+    }
+  }
+}
+
+interface RunResult {
+  rpcRatio: number
+  rpcP99Ratio: number
+  gatewayRps: number
+  bareRps: number
+  gatewayP50: number
+  gatewayP99: number
+  bareP99: number
+  handshakeRatio: number
+  gatewayHandshakes: number
+  bareHandshakes: number
+  memoryAboveBareKiB: number
+  gatewayKiB: number
+  bareKiB: number
+}
+
+async function oneRun (): Promise<RunResult> {
+  const bare = await startProcess([BARE], {}, /listening (\d+)/)
+  const gateway = await startGateway()
+  try {
+    const bareSockets = await openBare(bare.port, RPC_CONNECTIONS)
+    const bareRpc = await rpcLoad(bareSockets, RPC_SECONDS)
+    closeAll(bareSockets)
+    const gatewaySockets = await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, RPC_CONNECTIONS)
+    const gatewayRpc = await rpcLoad(gatewaySockets, RPC_SECONDS)
+    closeAll(gatewaySockets)
+
+    const bareHandshakes = await handshakeLoad(HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
+    const gatewayHandshakes = await handshakeLoad(HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
+
+    const bareBytes = await idleMemoryPerConnection(bare, async () => await openBare(bare.port, IDLE_CONNECTIONS))
+    const gatewayBytes = await idleMemoryPerConnection(gateway.server, async () => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, IDLE_CONNECTIONS))
+    return {
+      rpcRatio: gatewayRpc.rate / bareRpc.rate,
+      rpcP99Ratio: gatewayRpc.p99 / bareRpc.p99,
+      gatewayRps: gatewayRpc.rate,
+      bareRps: bareRpc.rate,
+      gatewayP50: gatewayRpc.p50,
+      gatewayP99: gatewayRpc.p99,
+      bareP99: bareRpc.p99,
+      handshakeRatio: gatewayHandshakes / bareHandshakes,
+      gatewayHandshakes,
+      bareHandshakes,
+      memoryAboveBareKiB: (gatewayBytes - bareBytes) / 1024,
+      gatewayKiB: gatewayBytes / 1024,
+      bareKiB: bareBytes / 1024
+    }
+  } finally {
+    await bare.stop()
+    await gateway.cleanup()
+  }
+}
+
+async function main (): Promise<void> {
+  const runs: RunResult[] = []
+  for (let i = 0; i < RUNS; i++) {
+    const run = await oneRun()
+    runs.push(run)
+    process.stderr.write(`run ${i + 1}/${RUNS}: ${JSON.stringify(run)}\n`)
+  }
+  const m = (key: keyof RunResult): number => median(runs.map((run) => run[key]))
+  const verifyPerSecond = verifyRatePerCore()
+  const round = (value: number, digits = 2): number => Number(value.toFixed(digits))
+  const rows: Array<[string, string, string, string]> = [
+    ['authorized RPC (health), 50 conns', `${round(m('gatewayRps'), 0)}/s, p50 ${round(m('gatewayP50'))} ms, p99 ${round(m('gatewayP99'))} ms`, `${round(m('bareRps'), 0)}/s echo, p99 ${round(m('bareP99'))} ms`, `${round(m('rpcRatio'))}x rate (target >= 0.9), p99 ${round(m('rpcP99Ratio'))}x (target <= 1.25)`],
+    ['full handshakes (paired device)', `${round(m('gatewayHandshakes'), 0)}/s`, `${round(m('bareHandshakes'), 0)}/s connect+close`, `${round(m('handshakeRatio'))}x (target >= 0.7)`],
+    [`memory per idle conn (${IDLE_CONNECTIONS})`, `${round(m('gatewayKiB'), 1)} KiB`, `${round(m('bareKiB'), 1)} KiB`, `+${round(m('memoryAboveBareKiB'), 1)} KiB (target <= 12)`],
+    ['Ed25519 verify, one core', `${round(verifyPerSecond, 0)}/s`, '', '']
+  ]
+  console.log(`\nscopegate vs bare ws, ${DATABASE}, median of ${RUNS} runs (each with its own baseline)`)
+  console.log('| measure | scopegate | bare ws | ratio |\n|---|---|---|---|')
+  for (const row of rows) console.log(`| ${row.join(' | ')} |`)
+  console.log(JSON.stringify({
+    bench: 'gateway-vs-ws',
+    database: DATABASE,
+    runs: RUNS,
+    rpcRatio: round(m('rpcRatio')),
+    rpcP99Ratio: round(m('rpcP99Ratio')),
+    gatewayRps: round(m('gatewayRps'), 0),
+    bareRps: round(m('bareRps'), 0),
+    handshakeRatio: round(m('handshakeRatio')),
+    gatewayHandshakesPerSecond: round(m('gatewayHandshakes'), 0),
+    bareHandshakesPerSecond: round(m('bareHandshakes'), 0),
+    memoryAboveBareKiB: round(m('memoryAboveBareKiB'), 1),
+    ed25519VerifyPerSecond: round(verifyPerSecond, 0)
+  }))
+}
+
+await main()
