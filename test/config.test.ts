@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { ConfigError, ENV_VARIABLES, loadConfig, readEnv, secretSource } from '../src/config.ts'
+import { CONFIG_DEFAULTS } from './helpers/config-defaults.ts'
 
 const GATEWAY_TOKEN = 'g'.repeat(24)
 const JWT_SECRET = 's'.repeat(40)
@@ -23,13 +24,7 @@ t.test('defaults', async (t) => {
     databaseUrl: undefined,
     databaseSchema: 'public',
     dataDir,
-    logLevel: 'info',
-    pairingRequestTtlMs: 300_000,
-    deviceTokenTtlMs: 30 * 24 * 3600 * 1000,
-    handshakeTimeoutMs: 10_000,
-    maxPayloadBytes: 1024 * 1024,
-    maxBufferedBytes: 4 * 1024 * 1024,
-    tickIntervalMs: 30_000
+    ...CONFIG_DEFAULTS
   })
   t.ok(ENV_VARIABLES.includes('DATABASE_URL') && ENV_VARIABLES.includes('PORT'))
   t.notOk(ENV_VARIABLES.includes('NODE_ENV'))

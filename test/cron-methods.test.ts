@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Cron } from 'croner'
 import t, { type Test } from 'tap'
 import { TestDevice, type Frame, type TestSocket } from './helpers/device.ts'
+import { pairDevice } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
 // One server for the whole file; every connection below is a real device that
@@ -10,26 +11,10 @@ const server = await startServer(t)
 const gatewayToken = server.config.gatewayToken
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-interface Connected { device: TestDevice, socket: TestSocket, hello: Frame['payload'] }
-
-/** Pairs a new device for `scopes`: connect (refused), approve over REST, connect again. */
-async function paired (scopes: string[]): Promise<Connected> {
-  const device = new TestDevice()
-  const refused = await device.connect(server.wsUrl, { token: gatewayToken, scopes })
-  if (refused.res.error?.code !== 'NOT_PAIRED') throw new Error(`expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
-  await refused.socket.closed
-  const approved = await server.api('POST', `/api/v1/pairing-requests/${refused.res.error.details.requestId}/approve`)
-  if (approved.status !== 200) throw new Error(`approval failed: ${JSON.stringify(approved.body)}`)
-  const conn = await device.connect(server.wsUrl, { token: gatewayToken, scopes })
-  if (conn.res.ok !== true) throw new Error(`connect after approval failed: ${JSON.stringify(conn.res)}`)
-  t.teardown(async () => { await conn.socket.close() })
-  return { device, socket: conn.socket, hello: conn.res.payload }
-}
-
-const admin = await paired(['operator.admin'])
-const reader = await paired(['operator.read'])
-const writer = await paired(['operator.write'])
-const pairingOnly = await paired(['operator.pairing'])
+const admin = await pairDevice(server, ['operator.admin'], { teardown: t })
+const reader = await pairDevice(server, ['operator.read'], { teardown: t })
+const writer = await pairDevice(server, ['operator.write'], { teardown: t })
+const pairingOnly = await pairDevice(server, ['operator.pairing'], { teardown: t })
 
 function missingScope (scope: string): Record<string, unknown> {
   return { code: 'FORBIDDEN', message: `missing scope: ${scope}`, details: { code: 'MISSING_SCOPE', missingScope: scope, requiredScopes: [scope] } }

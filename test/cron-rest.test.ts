@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Cron } from 'croner'
 import t, { type Test } from 'tap'
 import { TestDevice, type Frame, type TestSocket } from './helpers/device.ts'
+import { pairDevice } from './helpers/pairing.ts'
 import { startServer, type ApiResponse } from './helpers/server.ts'
 
 // One server for the whole file. The REST mirror of cron.*: jobs added here
@@ -11,22 +12,6 @@ const gatewayToken = server.config.gatewayToken
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const alice = server.adminToken('admin', 'alice@example.test')
 const viewer = server.adminToken('viewer', 'vic')
-
-interface Connected { device: TestDevice, socket: TestSocket }
-
-/** Pairs a new device for `scopes`: connect (refused), approve over REST, connect again. */
-async function paired (scopes: string[]): Promise<Connected> {
-  const device = new TestDevice()
-  const refused = await device.connect(server.wsUrl, { token: gatewayToken, scopes })
-  if (refused.res.error?.code !== 'NOT_PAIRED') throw new Error(`expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
-  await refused.socket.closed
-  const approved = await server.api('POST', `/api/v1/pairing-requests/${refused.res.error.details.requestId}/approve`)
-  if (approved.status !== 200) throw new Error(`approval failed: ${JSON.stringify(approved.body)}`)
-  const conn = await device.connect(server.wsUrl, { token: gatewayToken, scopes })
-  if (conn.res.ok !== true) throw new Error(`connect after approval failed: ${JSON.stringify(conn.res)}`)
-  t.teardown(async () => { await conn.socket.close() })
-  return { device, socket: conn.socket }
-}
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 const inMs = (ms: number): string => new Date(Date.now() + ms).toISOString()
@@ -255,9 +240,9 @@ t.test('audit rows cron.added, cron.updated, cron.removed carry the JWT sub as a
 })
 
 t.test('a job with no owner fires cron.fire to every operator.read connection online, not to a probe', async (t) => {
-  const one = await paired(['operator.read'])
-  const two = await paired(['operator.write'])
-  const pairingOnly = await paired(['operator.pairing'])
+  const one = await pairDevice(server, ['operator.read'], { teardown: t })
+  const two = await pairDevice(server, ['operator.write'], { teardown: t })
+  const pairingOnly = await pairDevice(server, ['operator.pairing'], { teardown: t })
   const probe = await new TestDevice().connect(server.wsUrl, { token: gatewayToken, scopes: ['operator.read'], noDevice: true, minProtocol: 3 })
   t.equal(probe.res.ok, true)
   t.same(probe.res.payload.auth.scopes, [])

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { TestDevice } from './helpers/device.ts'
+import { pairDevice } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
 t.test('a read-only bot is told why it cannot add a reminder, is upgraded, adds it, and receives the fire once', async (t) => {
@@ -67,24 +68,20 @@ t.test('a read-only bot is told why it cannot add a reminder, is upgraded, adds 
 
 t.test('a fire for an offline owner is kept and delivered right after its next hello-ok', async (t) => {
   const server = await startServer(t)
-  const bot = new TestDevice()
-  const token = server.config.gatewayToken
-  const first = await bot.connect(server.wsUrl, { token, scopes: ['operator.admin'] })
-  await first.socket.closed
-  await server.api('POST', `/api/v1/pairing-requests/${first.res.error.details.requestId}/approve`)
-  const admin = await bot.connect(server.wsUrl, { token, scopes: ['operator.admin'] })
+  const admin = await pairDevice(server, ['operator.admin'], { keepOpen: true })
+  const bot = admin.device
   const added = await admin.socket.request('cron.add', {
     name: 'later', schedule: { kind: 'at', at: new Date(Date.now() + 600).toISOString() }, payload: { kind: 'agentTurn', message: 'hello later' }
   })
   t.equal(added.ok, true)
   await admin.socket.close()
   await new Promise((resolve) => setTimeout(resolve, 1500))
-  const back = await bot.connect(server.wsUrl, { deviceToken: admin.res.payload.auth.deviceToken, scopes: ['operator.read'] })
+  const back = await bot.connect(server.wsUrl, { deviceToken: admin.deviceToken, scopes: ['operator.read'] })
   t.equal(back.res.ok, true)
   const fire = await back.socket.event('cron.fire')
   t.match(fire.payload, { jobId: added.payload.id, payload: { kind: 'agentTurn', message: 'hello later' } })
   await back.socket.close()
-  const again = await bot.connect(server.wsUrl, { deviceToken: admin.res.payload.auth.deviceToken, scopes: ['operator.read'] })
+  const again = await bot.connect(server.wsUrl, { deviceToken: admin.deviceToken, scopes: ['operator.read'] })
   await new Promise((resolve) => setTimeout(resolve, 300))
   t.equal(again.socket.frames.filter((f) => f.event === 'cron.fire').length, 0, 'delivered once, not on every connect')
   await again.socket.close()

@@ -1,16 +1,15 @@
 import { createHash, randomUUID } from 'node:crypto'
-import t, { type Test } from 'tap'
-import { TestDevice, type CloseInfo, type ConnectOptions, type Frame, type TestSocket } from './helpers/device.ts'
-import { connectWithDeviceToken, pairDevice } from './helpers/pairing.ts'
+import t from 'tap'
+import { assertOpen, TestDevice, type Frame, type TestSocket } from './helpers/device.ts'
+import { connectWithDeviceToken, pairDevice, requestPairing } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
 // One server for the whole file. `pairer` holds operator.pairing and operator.read
 // and stays connected throughout: every method call below comes from it unless said.
 const server = await startServer(t)
 const gatewayToken = server.config.gatewayToken
-const pairerDevice = await pairDevice(server, ['operator.pairing', 'operator.read'], { keepOpen: true })
-const pairer = pairerDevice.conn.socket
-t.teardown(async () => { await pairer.close() })
+const pairerDevice = await pairDevice(server, ['operator.pairing', 'operator.read'], { teardown: t })
+const pairer = pairerDevice.socket
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
 
@@ -22,40 +21,13 @@ function invalidParams (field: string): Record<string, unknown> {
   return { code: 'INVALID_REQUEST', message: `invalid params: ${field}`, details: { code: 'INVALID_PARAMS', field } }
 }
 
-async function closedWithin (socket: TestSocket, ms = 5000): Promise<CloseInfo> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`socket still open after ${ms} ms`)), ms)
-  })
-  try {
-    return await Promise.race([socket.closed, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-async function assertOpen (t: Test, socket: TestSocket, label: string): Promise<void> {
-  t.notOk(socket.isClosed, `${label}: socket is open`)
-  const health = await socket.request('health')
-  t.equal(health.ok, true, `${label}: socket still answers health`)
-}
-
-/** A new device asks to pair and is refused; returns its request id. */
-async function askPairing (scopes: string[], opts: ConnectOptions & { device?: TestDevice } = {}): Promise<{ device: TestDevice, requestId: string, res: Frame }> {
-  const device = opts.device ?? new TestDevice()
-  const refused = await device.connect(server.wsUrl, { ...opts, token: gatewayToken, scopes })
-  if (refused.res.error?.code !== 'NOT_PAIRED') throw new Error(`expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
-  await refused.socket.closed
-  return { device, requestId: refused.res.error.details.requestId, res: refused.res }
-}
-
 async function pairEvent (socket: TestSocket, event: 'device.pair.requested' | 'device.pair.resolved', requestId: string): Promise<Frame> {
   return await socket.next((f) => f.type === 'event' && f.event === event && f.payload?.requestId === requestId)
 }
 
 t.test('device.pair.list returns {pending, paired} with the entry fields of PROTOCOL.md', async (t) => {
   const newcomer = new TestDevice()
-  const { requestId } = await askPairing(['operator.read'], {
+  const { requestId } = await requestPairing(server, ['operator.read'], {
     device: newcomer,
     deviceFamily: 'Phone',
     clientId: 'cli',
@@ -114,7 +86,7 @@ t.test('device.pair.list returns {pending, paired} with the entry fields of PROT
 })
 
 t.test('device.pair.approve approves another device; device.pair.resolved (approved) reaches the pairing connection', async (t) => {
-  const { device, requestId } = await askPairing(['operator.read'])
+  const { device, requestId } = await requestPairing(server, ['operator.read'])
   await pairEvent(pairer, 'device.pair.requested', requestId)
 
   const res = await pairer.request('device.pair.approve', { requestId })
@@ -144,7 +116,7 @@ t.test('device.pair.approve approves another device; device.pair.resolved (appro
 })
 
 t.test('approving operator.admin without holding it is FORBIDDEN missing scope: operator.admin; narrowing to operator.read works', async (t) => {
-  const { device, requestId } = await askPairing(['operator.read', 'operator.admin'])
+  const { device, requestId } = await requestPairing(server, ['operator.read', 'operator.admin'])
 
   const denied = await pairer.request('device.pair.approve', { requestId })
   t.equal(denied.ok, false)
@@ -172,7 +144,7 @@ t.test('approving operator.admin without holding it is FORBIDDEN missing scope: 
 t.test('a connection holding operator.admin may approve anything, operator.admin included', async (t) => {
   const admin = await pairDevice(server, ['operator.admin'], { keepOpen: true })
   const socket = admin.conn.socket
-  const { device, requestId } = await askPairing(['operator.admin'])
+  const { device, requestId } = await requestPairing(server, ['operator.admin'])
   const res = await socket.request('device.pair.approve', { requestId })
   t.equal(res.ok, true, JSON.stringify(res.error))
   t.match(res.payload.device, { deviceId: device.id, scopes: ['operator.admin'] })
@@ -182,7 +154,7 @@ t.test('a connection holding operator.admin may approve anything, operator.admin
 })
 
 t.test('device.pair.reject rejects a request; a decided request is no longer pending', async (t) => {
-  const { device, requestId } = await askPairing(['operator.read'])
+  const { device, requestId } = await requestPairing(server, ['operator.read'])
 
   const res = await pairer.request('device.pair.reject', { requestId })
   t.equal(res.ok, true, JSON.stringify(res.error))
@@ -223,7 +195,7 @@ t.test('device.pair.remove unpairs a device; its socket closes 1008 device remov
   const res = await pairer.request('device.pair.remove', { deviceId: target.device.id })
   t.equal(res.ok, true, JSON.stringify(res.error))
   t.same(res.payload, { deviceId: target.device.id })
-  t.same(await closedWithin(target.conn.socket), { code: 1008, reason: 'device removed' })
+  t.same(await target.conn.socket.closedWithin(), { code: 1008, reason: 'device removed' })
 
   const again = await target.device.connect(server.wsUrl, { token: gatewayToken, scopes: ['operator.read'] })
   t.equal(again.res.error?.message, 'pairing required (not-paired)')
@@ -245,7 +217,7 @@ t.test('device.token.rotate answers {deviceId, role, token, scopes, rotatedAtMs}
   t.same(Object.keys(res.payload).sort(), ['deviceId', 'role', 'rotatedAtMs', 'scopes', 'token'])
   t.match(res.payload, { deviceId: target.device.id, role: 'operator', token: String, scopes: ['operator.read'], rotatedAtMs: Number })
   t.not(res.payload.token, target.deviceToken)
-  t.same(await closedWithin(oldConn.socket), { code: 1008, reason: 'device token revoked' })
+  t.same(await oldConn.socket.closedWithin(), { code: 1008, reason: 'device token revoked' })
 
   const old = await target.device.connect(server.wsUrl, { deviceToken: target.deviceToken, scopes: ['operator.read'] })
   t.equal(old.res.error?.message, 'unauthorized: device token mismatch')
@@ -276,7 +248,7 @@ t.test('device.token.revoke answers {deviceId, role, revokedAtMs} and closes the
   t.equal(res.ok, true, JSON.stringify(res.error))
   t.same(Object.keys(res.payload).sort(), ['deviceId', 'revokedAtMs', 'role'])
   t.match(res.payload, { deviceId: target.device.id, role: 'operator', revokedAtMs: Number })
-  t.same(await closedWithin(tokenConn.socket), { code: 1008, reason: 'device token revoked' })
+  t.same(await tokenConn.socket.closedWithin(), { code: 1008, reason: 'device token revoked' })
 
   const minted = await target.device.connect(server.wsUrl, { token: gatewayToken, scopes: ['operator.read'] })
   t.equal(minted.res.ok, true)
@@ -312,7 +284,7 @@ t.test('bad params are INVALID_REQUEST naming the field, and the socket stays op
   const notObject = await pairer.request('device.pair.approve', 'operator.read')
   t.match(notObject.error, { code: 'INVALID_REQUEST', message: /^invalid params: params\b/, details: { code: 'INVALID_PARAMS', field: 'params' } })
 
-  const { requestId } = await askPairing(['operator.read'])
+  const { requestId } = await requestPairing(server, ['operator.read'])
   const unknownScope = await pairer.request('device.pair.approve', { requestId, scopes: ['operator.bogus'] })
   t.same(unknownScope.error, {
     code: 'INVALID_REQUEST',
@@ -350,7 +322,7 @@ t.test('a connection without operator.pairing gets FORBIDDEN missing scope: oper
   t.equal((await server.api('GET', `/api/v1/devices/${pairerDevice.device.id}`)).status, 200, 'nothing was removed')
 
   // Pairing events go to operator.pairing connections only.
-  const { requestId } = await askPairing(['operator.read'])
+  const { requestId } = await requestPairing(server, ['operator.read'])
   await pairEvent(pairer, 'device.pair.requested', requestId)
   t.equal((await pairer.request('device.pair.reject', { requestId })).ok, true)
   await pairEvent(pairer, 'device.pair.resolved', requestId)

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import pg from 'pg'
-import t, { type Test } from 'tap'
-import { TestDevice, type CloseInfo, type TestSocket } from './helpers/device.ts'
-import { connectWithDeviceToken, pairDevice } from './helpers/pairing.ts'
+import t from 'tap'
+import { assertOpen } from './helpers/device.ts'
+import { connectWithDeviceToken, pairDevice, requestPairing } from './helpers/pairing.ts'
 import { startServer, TEST_DATABASE_URL } from './helpers/server.ts'
 
 // One server for the whole file; every test pairs devices of its own.
@@ -12,26 +12,6 @@ const gatewayToken = server.config.gatewayToken
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
 const unknownHexId = (): string => sha256(`no such device ${Math.random()}`)
-
-/** The close of a socket, or a failure after `ms`. */
-async function closedWithin (socket: TestSocket, ms = 5000): Promise<CloseInfo> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`socket still open after ${ms} ms`)), ms)
-  })
-  try {
-    return await Promise.race([socket.closed, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** The socket is open and still answers requests. */
-async function assertOpen (t: Test, socket: TestSocket, label: string): Promise<void> {
-  t.notOk(socket.isClosed, `${label}: socket is open`)
-  const health = await socket.request('health')
-  t.equal(health.ok, true, `${label}: socket still answers health`)
-}
 
 async function tokenRows (deviceId: string): Promise<Array<Record<string, unknown>>> {
   const client = new pg.Client({ connectionString: TEST_DATABASE_URL })
@@ -103,10 +83,8 @@ t.test('GET /api/v1/devices lists paired devices newest first as {items, nextCur
 t.test('GET /api/v1/devices?tokensExpiringWithinMs lists only devices with a live token expiring within that time', async (t) => {
   const withToken = await pairDevice(server, ['operator.read'])
   // Approved, but never connected since: no token yet.
-  const noToken = new TestDevice()
-  const refused = await noToken.connect(server.wsUrl, { token: gatewayToken, scopes: ['operator.read'] })
-  await refused.socket.closed
-  const approved = await server.api('POST', `/api/v1/pairing-requests/${refused.res.error.details.requestId}/approve`)
+  const { device: noToken, requestId } = await requestPairing(server, ['operator.read'])
+  const approved = await server.api('POST', `/api/v1/pairing-requests/${requestId}/approve`)
   t.equal(approved.status, 200)
   // A revoked token expires never.
   const revoked = await pairDevice(server, ['operator.read'])
@@ -213,7 +191,7 @@ t.test('DELETE /api/v1/devices/:id unpairs the device: its socket closes 1008 de
   const res = await server.api('DELETE', `/api/v1/devices/${paired.device.id}`)
   t.equal(res.status, 200)
   t.same(res.body, { deviceId: paired.device.id })
-  t.same(await closedWithin(paired.conn.socket), { code: 1008, reason: 'device removed' })
+  t.same(await paired.conn.socket.closedWithin(), { code: 1008, reason: 'device removed' })
   await assertOpen(t, other.conn.socket, 'another device')
 
   t.same((await server.api('GET', `/api/v1/devices/${paired.device.id}`)).body, notFound(paired.device.id))
@@ -239,7 +217,7 @@ t.test('PUT .../roles/operator/scopes sets the scopes exactly and closes only th
   t.equal(res.status, 200)
   t.match(res.body, { deviceId: paired.device.id, role: 'operator', roles: ['operator'], scopes: ['operator.read'] })
   t.same(res.body.tokens.map((tok: { scopes: string[] }) => tok.scopes), [['operator.read']], 'the token follows the grant')
-  t.same(await closedWithin(writer.socket), { code: 1008, reason: 'scope revoked (operator.write)' })
+  t.same(await writer.socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.write)' })
   await assertOpen(t, reader.socket, 'operator.read still covered')
 
   // Set to a larger list: nothing is removed, nothing closes.
@@ -252,7 +230,7 @@ t.test('PUT .../roles/operator/scopes sets the scopes exactly and closes only th
   const shrunk = await server.api('PUT', `/api/v1/devices/${paired.device.id}/roles/operator/scopes`, { body: { scopes: ['operator.read'] } })
   t.equal(shrunk.status, 200)
   t.same(shrunk.body.scopes, ['operator.read'])
-  t.same(await closedWithin(pairer.socket), { code: 1008, reason: 'scope revoked (operator.admin)' })
+  t.same(await pairer.socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.admin)' })
   await assertOpen(t, reader.socket, 'operator.read still covered after the second set')
 
   const refused = await paired.device.connect(server.wsUrl, { deviceToken: paired.deviceToken, scopes: ['operator.write'] })
@@ -262,7 +240,7 @@ t.test('PUT .../roles/operator/scopes sets the scopes exactly and closes only th
   const empty = await server.api('PUT', `/api/v1/devices/${paired.device.id}/roles/operator/scopes`, { body: { scopes: [] } })
   t.equal(empty.status, 200)
   t.same(empty.body.scopes, [])
-  t.same(await closedWithin(reader.socket), { code: 1008, reason: 'scope revoked (operator.read)' })
+  t.same(await reader.socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.read)' })
 
   const invalidRole = await server.api('PUT', `/api/v1/devices/${paired.device.id}/roles/admin/scopes`, { body: { scopes: ['operator.read'] } })
   t.equal(invalidRole.status, 400)
@@ -292,7 +270,7 @@ t.test('a socket is covered through implication: it stays open while any held sc
   t.equal(revoked.status, 200)
   t.same(revoked.body.scopes, [])
   for (const conn of [reader, other, writer]) {
-    t.same(await closedWithin(conn.socket), { code: 1008, reason: 'scope revoked (operator.admin)' })
+    t.same(await conn.socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.admin)' })
   }
 })
 
@@ -327,7 +305,7 @@ t.test('DELETE .../roles/operator/scopes/:scope revokes one scope and closes the
   const res = await server.api('DELETE', `/api/v1/devices/${paired.device.id}/roles/operator/scopes/operator.write`)
   t.equal(res.status, 200)
   t.match(res.body, { deviceId: paired.device.id, role: 'operator', scopes: ['operator.read'] })
-  t.same(await closedWithin(writer.socket), { code: 1008, reason: 'scope revoked (operator.write)' })
+  t.same(await writer.socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.write)' })
   await assertOpen(t, reader.socket, 'a socket with operator.read only')
 
   const notHeld = await server.api('DELETE', `/api/v1/devices/${paired.device.id}/roles/operator/scopes/operator.write`)
@@ -351,7 +329,7 @@ t.test('DELETE .../roles/operator/scopes/:scope revokes one scope and closes the
   const last = await server.api('DELETE', `/api/v1/devices/${paired.device.id}/roles/operator/scopes/operator.read`)
   t.equal(last.status, 200)
   t.same(last.body.scopes, [])
-  t.same(await closedWithin(reader.socket), { code: 1008, reason: 'scope revoked (operator.read)' })
+  t.same(await reader.socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.read)' })
 })
 
 t.test('POST .../tokens/operator/rotate returns a new token once; the old one stops working and its sockets close', async (t) => {
@@ -370,7 +348,7 @@ t.test('POST .../tokens/operator/rotate returns a new token once; the old one st
   t.not(rotated.token, paired.deviceToken)
   t.ok(rotated.token.length >= 32)
 
-  t.same(await closedWithin(oldTokenConn.socket), { code: 1008, reason: 'device token revoked' })
+  t.same(await oldTokenConn.socket.closedWithin(), { code: 1008, reason: 'device token revoked' })
   await assertOpen(t, gatewayConn.socket, 'the socket that logged in with the gateway token')
 
   const old = await paired.device.connect(server.wsUrl, { deviceToken: paired.deviceToken, scopes: ['operator.read'] })
@@ -401,7 +379,7 @@ t.test('POST .../tokens/operator/rotate returns a new token once; the old one st
   const again = await server.api('POST', `/api/v1/devices/${paired.device.id}/tokens/operator/rotate`, { body: {} })
   t.equal(again.status, 200)
   t.not(again.body.token, rotated.token)
-  t.same(await closedWithin(fresh.socket), { code: 1008, reason: 'device token revoked' })
+  t.same(await fresh.socket.closedWithin(), { code: 1008, reason: 'device token revoked' })
 
   const narrowed = await server.api('POST', `/api/v1/devices/${paired.device.id}/tokens/operator/rotate`, { body: { scopes: ['operator.read'] } })
   t.equal(narrowed.status, 200)
@@ -431,7 +409,7 @@ t.test('DELETE .../tokens/operator revokes the token; its sockets close and the 
   t.same(Object.keys(res.body).sort(), ['deviceId', 'revokedAtMs', 'role'])
   t.match(res.body, { deviceId: paired.device.id, role: 'operator', revokedAtMs: Number })
   t.ok(res.body.revokedAtMs >= before - 1000 && res.body.revokedAtMs <= Date.now() + 1000)
-  t.same(await closedWithin(tokenConn.socket), { code: 1008, reason: 'device token revoked' })
+  t.same(await tokenConn.socket.closedWithin(), { code: 1008, reason: 'device token revoked' })
   await assertOpen(t, gatewayConn.socket, 'the socket that logged in with the gateway token')
 
   const device = await server.api('GET', `/api/v1/devices/${paired.device.id}`)

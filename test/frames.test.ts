@@ -14,16 +14,6 @@ const [server, small] = await Promise.all([startServer(t), startServer(t, { maxP
 
 const INVALID_FRAME: CloseInfo = { code: 1003, reason: 'invalid frame' }
 
-async function closedWithin (socket: TestSocket, ms = 5000): Promise<CloseInfo> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<CloseInfo>((resolve) => { timer = setTimeout(() => resolve({ code: -1, reason: `not closed within ${ms} ms` }), ms) })
-  try {
-    return await Promise.race([socket.closed, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 function probeParams (s: TestServer = server, overrides: Params = {}): Params {
   return {
     minProtocol: 3,
@@ -65,7 +55,7 @@ t.test('frames before the handshake', async (t) => {
     const socket = await openWithChallenge()
     const connect = JSON.stringify({ type: 'req', id: 'c', method: 'connect', params: probeParams() })
     sendBinary(socket, Buffer.from(connect))
-    t.same(await closedWithin(socket), INVALID_FRAME)
+    t.same(await socket.closedWithin(), INVALID_FRAME)
     t.same(framesAfter(socket, 1), [], 'no response to a binary frame')
   })
 
@@ -90,7 +80,7 @@ t.test('frames before the handshake', async (t) => {
     t.test(`${name} closes 1003 invalid frame`, async (t) => {
       const socket = await openWithChallenge()
       socket.send(text)
-      t.same(await closedWithin(socket), INVALID_FRAME)
+      t.same(await socket.closedWithin(), INVALID_FRAME)
       t.same(framesAfter(socket, 1), [])
     })
   }
@@ -100,7 +90,7 @@ t.test('frames after the handshake', async (t) => {
   t.test('a binary frame closes 1003 invalid frame', async (t) => {
     const { socket } = await probe(t)
     sendBinary(socket, Buffer.from(JSON.stringify({ type: 'req', id: 'h', method: 'health' })))
-    t.same(await closedWithin(socket), INVALID_FRAME)
+    t.same(await socket.closedWithin(), INVALID_FRAME)
   })
 
   const invalid: Array<[string, unknown]> = [
@@ -121,7 +111,7 @@ t.test('frames after the handshake', async (t) => {
       const { socket } = await probe(t)
       const before = socket.frames.length
       socket.send(frame)
-      t.same(await closedWithin(socket), INVALID_FRAME)
+      t.same(await socket.closedWithin(), INVALID_FRAME)
       t.same(framesAfter(socket, before), [], 'no response before the close')
     })
   }
@@ -199,21 +189,21 @@ t.test('frame size limit (maxPayloadBytes 4096)', async (t) => {
   t.test('a 4097-byte frame after the handshake closes 1009', async (t) => {
     const { socket } = await probe(t, small)
     socket.send(frameOfSize(4097))
-    t.equal((await closedWithin(socket)).code, 1009)
+    t.equal((await socket.closedWithin()).code, 1009)
   })
 
   t.test('a 64 KiB frame before the handshake closes 1009', async (t) => {
     const socket = await openWithChallenge(small)
     const params = probeParams(small, { caps: ['x'.repeat(65536)] })
     socket.send({ type: 'req', id: 'c', method: 'connect', params })
-    t.equal((await closedWithin(socket)).code, 1009)
+    t.equal((await socket.closedWithin()).code, 1009)
     t.same(framesAfter(socket, 1), [])
   })
 
   t.test('an oversized binary frame closes 1009', async (t) => {
     const socket = await openWithChallenge(small)
     sendBinary(socket, Buffer.alloc(8192))
-    t.equal((await closedWithin(socket)).code, 1009)
+    t.equal((await socket.closedWithin()).code, 1009)
   })
 
   t.test('the small server keeps serving after oversized frames', async (t) => {
@@ -449,7 +439,7 @@ async function run (c: Case): Promise<Outcome> {
     await socket.close()
     return { frames: frame === null ? [] : [frame], close: null }
   }
-  const close = await closedWithin(socket)
+  const close = await socket.closedWithin()
   return { frames: socket.frames.slice(challenges), close }
 }
 

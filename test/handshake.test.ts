@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import t from 'tap'
 import WebSocket from 'ws'
-import { TestDevice, TestSocket, type CloseInfo, type ConnectOptions, type Frame } from './helpers/device.ts'
-import { startServer, type TestServer } from './helpers/server.ts'
+import { TestDevice, TestSocket, type ConnectOptions, type Frame } from './helpers/device.ts'
+import { pairDevice } from './helpers/pairing.ts'
+import { startServer } from './helpers/server.ts'
 
 // The handshake of PROTOCOL.md, against one real server (plus one with a short
 // connect timeout), with real WebSocket clients signing with real Ed25519 keys.
@@ -16,17 +17,6 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 const [server, timeoutServer] = await Promise.all([startServer(t), startServer(t, { handshakeTimeoutMs: 300 })])
 const gatewayToken = server.config.gatewayToken
-
-/** Resolves with the close, or with code -1 if the server never closes. */
-async function closedWithin (socket: TestSocket, ms = 5000): Promise<CloseInfo> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<CloseInfo>((resolve) => { timer = setTimeout(() => resolve({ code: -1, reason: `not closed within ${ms} ms` }), ms) })
-  try {
-    return await Promise.race([socket.closed, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 async function openWithChallenge (url: string = server.wsUrl): Promise<{ socket: TestSocket, challenge: Challenge }> {
   const socket = await TestSocket.open(url)
@@ -69,7 +59,7 @@ async function assertRefused (t: Test, attempt: Attempt, reason: string, details
     ok: false,
     error: { code: 'INVALID_REQUEST', message: reason, details: { code: detailsCode } }
   }, `error frame for ${reason}`)
-  t.same(await closedWithin(attempt.socket), { code: closeCode, reason }, `close ${closeCode} ${reason}`)
+  t.same(await attempt.socket.closedWithin(), { code: closeCode, reason }, `close ${closeCode} ${reason}`)
 }
 
 async function assertAdmitted (t: Test, attempt: Attempt): Promise<Frame> {
@@ -85,33 +75,14 @@ async function assertPairingRequired (t: Test, attempt: Attempt, reason: string)
   t.equal(attempt.res.ok, false)
   t.equal(attempt.res.error?.code, 'NOT_PAIRED', JSON.stringify(attempt.res.error ?? null))
   t.equal(attempt.res.error?.message, `pairing required (${reason})`)
-  t.same(await closedWithin(attempt.socket), { code: 1008, reason: `pairing required (${reason})` })
-}
-
-/** Pairs a device over REST and returns the device token its first admitted connect was issued. */
-async function pair (s: TestServer, device: TestDevice, opts: ConnectOptions): Promise<string> {
-  const connect = async (): Promise<Frame> => {
-    const result = await device.connect(s.wsUrl, { token: s.config.gatewayToken, ...opts })
-    await result.socket.close()
-    return result.res
-  }
-  const refused = await connect()
-  if (refused.error?.code !== 'NOT_PAIRED') throw new Error(`expected NOT_PAIRED, got ${JSON.stringify(refused)}`)
-  const approved = await s.api('POST', `/api/v1/pairing-requests/${String(refused.error.details.requestId)}/approve`)
-  if (approved.status !== 200) throw new Error(`approve failed: ${approved.status} ${JSON.stringify(approved.body)}`)
-  const admitted = await connect()
-  const deviceToken: unknown = admitted.payload?.auth?.deviceToken
-  if (admitted.ok !== true || typeof deviceToken !== 'string') throw new Error(`expected hello-ok with a device token, got ${JSON.stringify(admitted)}`)
-  return deviceToken
+  t.same(await attempt.socket.closedWithin(), { code: 1008, reason: `pairing required (${reason})` })
 }
 
 // Paired once for the whole file: alpha (read+write, linux/desktop), beta (read).
-const alpha = new TestDevice()
-const beta = new TestDevice()
 const alphaScopes = ['operator.read', 'operator.write']
-const [alphaToken, betaToken] = await Promise.all([
-  pair(server, alpha, { scopes: alphaScopes, platform: 'linux', deviceFamily: 'desktop' }),
-  pair(server, beta, { scopes: ['operator.read'] })
+const [{ device: alpha, deviceToken: alphaToken }, { device: beta, deviceToken: betaToken }] = await Promise.all([
+  pairDevice(server, alphaScopes, { platform: 'linux', deviceFamily: 'desktop' }),
+  pairDevice(server, ['operator.read'])
 ])
 const alphaOpts: ConnectOptions = { scopes: alphaScopes, platform: 'linux', deviceFamily: 'desktop' }
 
@@ -146,14 +117,14 @@ t.test('first frame not connect', async (t) => {
     const res = await socket.request('health', undefined, 'early')
     t.match(res, { type: 'res', id: 'early', ok: false, error: { code: 'INVALID_REQUEST', details: { code: 'CONNECT_REQUIRED' } } })
     t.type(res.error.message, 'string')
-    t.same(await closedWithin(socket), { code: 1008, reason: 'connect required' })
+    t.same(await socket.closedWithin(), { code: 1008, reason: 'connect required' })
   })
 
   t.test('an unknown method before connect is refused the same way', async (t) => {
     const { socket } = await openWithChallenge()
     const res = await socket.request('foo', {}, 'early')
     t.match(res, { ok: false, error: { code: 'INVALID_REQUEST', details: { code: 'CONNECT_REQUIRED' } } })
-    t.same(await closedWithin(socket), { code: 1008, reason: 'connect required' })
+    t.same(await socket.closedWithin(), { code: 1008, reason: 'connect required' })
   })
 })
 
@@ -161,7 +132,7 @@ t.test('connect timeout', async (t) => {
   t.test('a socket that sends nothing is closed 1008 connect timeout', async (t) => {
     const started = Date.now()
     const { socket } = await openWithChallenge(timeoutServer.wsUrl)
-    t.same(await closedWithin(socket, 3000), { code: 1008, reason: 'connect timeout' })
+    t.same(await socket.closedWithin(3000), { code: 1008, reason: 'connect timeout' })
     const elapsed = Date.now() - started
     t.ok(elapsed >= 250 && elapsed < 2500, `closed after ${elapsed} ms`)
     t.same(socket.frames.map((f) => f.event), ['connect.challenge'], 'nothing but the challenge was sent')
@@ -246,8 +217,7 @@ t.test('unauthorized: device token mismatch', async (t) => {
 })
 
 t.test('device token expired', async (t) => {
-  const device = new TestDevice()
-  const deviceToken = await pair(server, device, { scopes: ['operator.read'] })
+  const { device, deviceToken } = await pairDevice(server, ['operator.read'])
   const client = new pg.Client({ connectionString: server.config.databaseUrl })
   await client.connect()
   try {

@@ -2,23 +2,13 @@ import t from 'tap'
 import type WebSocket from 'ws'
 import { ConfigError, DEFAULT_LIMITS, loadConfig, parseTrustProxy } from '../src/config.ts'
 import { KeyedRateLimiter, TokenBucket } from '../src/gateway/rate-limit.ts'
-import { TestDevice, TestSocket, type CloseInfo, type ConnectResult, type Frame } from './helpers/device.ts'
+import { TestDevice, TestSocket, type ConnectResult, type Frame } from './helpers/device.ts'
 import { startServer, type TestServer } from './helpers/server.ts'
 
 // Each limit of API.md against a real server with small configured values,
 // and `0` turning it off: MAX_CONNECTIONS, HANDSHAKE_RATE_PER_IP,
 // RPC_RATE_PER_CONN, REST_RATE_PER_MIN, and TRUST_PROXY deciding whose
 // address the per-IP limits count.
-
-async function closedWithin (socket: TestSocket, ms = 5000): Promise<CloseInfo> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<CloseInfo>((resolve) => { timer = setTimeout(() => resolve({ code: -1, reason: `not closed within ${ms} ms` }), ms) })
-  try {
-    return await Promise.race([socket.closed, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 /** A device-less connection with the gateway token: the cheapest full handshake. */
 async function probe (server: TestServer, wsOptions?: WebSocket.ClientOptions): Promise<ConnectResult> {
@@ -89,7 +79,7 @@ t.test('MAX_CONNECTIONS: one over the limit is closed 1013 try again later, with
   const second = await probe(server)
   t.equal(second.res.ok, true, 'a socket still in its handshake and an admitted one both count')
   const third = await TestSocket.open(server.wsUrl)
-  t.same(await closedWithin(third), { code: 1013, reason: 'try again later' })
+  t.same(await third.closedWithin(), { code: 1013, reason: 'try again later' })
   t.same(third.frames, [], 'no challenge for a refused socket')
 
   await first.close()
@@ -119,7 +109,7 @@ t.test('HANDSHAKE_RATE_PER_IP: over it the connect is answered RATE_LIMITED with
   t.same(Object.keys(limited.res.error).sort(), ['code', 'message', 'retryAfterMs'])
   const retryAfterMs = limited.res.error.retryAfterMs as number
   t.ok(retryAfterMs > 0 && retryAfterMs <= 500, `retryAfterMs ${retryAfterMs} (one token per 500 ms)`)
-  t.same(await closedWithin(limited.socket), { code: 1008, reason: 'rate limited' })
+  t.same(await limited.socket.closedWithin(), { code: 1008, reason: 'rate limited' })
   t.equal(admitted.filter((c) => c.socket.isClosed).length, 0, 'the admitted stay open')
 
   await sleep(retryAfterMs + 20)

@@ -1,7 +1,7 @@
 import { register as globalRegistry } from 'prom-client'
 import t from 'tap'
 import { waitFor } from './helpers/cron.ts'
-import { TestDevice, TestSocket, type CloseInfo } from './helpers/device.ts'
+import { TestDevice, TestSocket } from './helpers/device.ts'
 import { pairDevice } from './helpers/pairing.ts'
 import { startServer, type TestServer } from './helpers/server.ts'
 
@@ -35,16 +35,6 @@ async function scrape (server: TestServer): Promise<{ text: string, samples: Sam
 function value (samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
   return samples.find((s) => s.name === name && Object.keys(labels).length === Object.keys(s.labels).length &&
     Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value
-}
-
-async function closedWithin (socket: TestSocket, ms = 5000): Promise<CloseInfo> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<CloseInfo>((resolve) => { timer = setTimeout(() => resolve({ code: -1, reason: 'not closed' }), ms) })
-  try {
-    return await Promise.race([socket.closed, timeout])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 const server = await startServer(t)
@@ -102,7 +92,7 @@ t.test('counters after real traffic', async (t) => {
   // A revocation closes the connection through a notification: a close by kind, and its lag.
   const revoked = await server.api('DELETE', `/api/v1/devices/${paired.device.id}/roles/operator/scopes/operator.read`)
   t.equal(revoked.status, 200)
-  t.same(await closedWithin(socket), { code: 1008, reason: 'scope revoked (operator.read)' })
+  t.same(await socket.closedWithin(), { code: 1008, reason: 'scope revoked (operator.read)' })
   t.ok(await waitFor(async () => value((await scrape(server)).samples, 'scopegate_closes_total', { code: '1008', reason: 'scope revoked' }) === 1, 5000, 20))
   m = await scrape(server)
   t.notOk(m.samples.some((s) => s.name === 'scopegate_closes_total' && s.labels.reason?.includes('operator.read')), 'no scope name in a close label')
@@ -122,7 +112,7 @@ t.test('peer closes and ws protocol closes (1009) are counted, peer codes bounde
   const big = await TestSocket.open(server.wsUrl)
   await big.event('connect.challenge')
   big.send('x'.repeat(server.config.maxPayloadBytes + 1))
-  t.equal((await closedWithin(big)).code, 1009)
+  t.equal((await big.closedWithin()).code, 1009)
   const closes = async (): Promise<Sample[]> => (await scrape(server)).samples.filter((s) => s.name === 'scopegate_closes_total')
   const counted = await waitFor(async () => {
     const samples = await closes()

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { TestDevice } from './helpers/device.ts'
+import { pairDevice, requestPairing } from './helpers/pairing.ts'
 import { dropSchema, startServer, uniqueSchema, type TestServer } from './helpers/server.ts'
 
 /** Two instances sharing one Postgres schema and the same secrets. */
@@ -20,29 +20,11 @@ async function startPair (t: { teardown: (fn: () => unknown) => void }): Promise
   return [a, b]
 }
 
-async function refusedRequestId (server: TestServer, device: TestDevice, scopes: string[]): Promise<string> {
-  const { res, socket } = await device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes })
-  await socket.closed
-  if (res.ok === true) throw new Error('expected a refusal')
-  return res.error.details.requestId as string
-}
-
-/** Pairs a device for the given scopes through `via`; returns its device token. */
-async function pairDevice (via: TestServer, device: TestDevice, scopes: string[]): Promise<string> {
-  const requestId = await refusedRequestId(via, device, scopes)
-  const approved = await via.api('POST', `/api/v1/pairing-requests/${requestId}/approve`)
-  if (approved.status !== 200) throw new Error(`approve failed: ${JSON.stringify(approved.body)}`)
-  const { res, socket } = await device.connect(via.wsUrl, { token: via.config.gatewayToken, scopes })
-  await socket.close()
-  return res.payload.auth.deviceToken as string
-}
-
 t.test('two instances on one database', async (t) => {
   const [a, b] = await startPair(t)
 
   t.test('revoking a scope on instance A closes the socket on instance B with the exact reason', async (t) => {
-    const device = new TestDevice()
-    const deviceToken = await pairDevice(a, device, ['operator.read', 'operator.write'])
+    const { device, deviceToken } = await pairDevice(a, ['operator.read', 'operator.write'])
     const onB = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read', 'operator.write'] })
     t.equal(onB.res.ok, true, 'admitted on B with the token minted on A')
     const readOnly = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read'] })
@@ -55,8 +37,7 @@ t.test('two instances on one database', async (t) => {
   })
 
   t.test('removing a device on B closes its socket on A', async (t) => {
-    const device = new TestDevice()
-    const deviceToken = await pairDevice(b, device, ['operator.read'])
+    const { device, deviceToken } = await pairDevice(b, ['operator.read'])
     const onA = await device.connect(a.wsUrl, { deviceToken, scopes: ['operator.read'] })
     t.equal(onA.res.ok, true)
     t.equal((await b.api('DELETE', `/api/v1/devices/${device.id}`)).status, 200)
@@ -64,8 +45,7 @@ t.test('two instances on one database', async (t) => {
   })
 
   t.test('rotating a token on A closes the sockets on B that logged in with the old one', async (t) => {
-    const device = new TestDevice()
-    const deviceToken = await pairDevice(a, device, ['operator.read'])
+    const { device, deviceToken } = await pairDevice(a, ['operator.read'])
     const onB = await device.connect(b.wsUrl, { deviceToken, scopes: ['operator.read'] })
     t.equal(onB.res.ok, true)
     const rotated = await a.api('POST', `/api/v1/devices/${device.id}/tokens/operator/rotate`)
@@ -79,12 +59,10 @@ t.test('two instances on one database', async (t) => {
   })
 
   t.test('pairing events reach operator.pairing connections on the other instance', async (t) => {
-    const admin = new TestDevice()
-    const deviceToken = await pairDevice(a, admin, ['operator.pairing'])
+    const { device: admin, deviceToken } = await pairDevice(a, ['operator.pairing'])
     const watcher = await admin.connect(b.wsUrl, { deviceToken, scopes: ['operator.pairing'] })
     t.equal(watcher.res.ok, true)
-    const newcomer = new TestDevice()
-    const requestId = await refusedRequestId(a, newcomer, ['operator.read'])
+    const { device: newcomer, requestId } = await requestPairing(a, ['operator.read'])
     const requested = await watcher.socket.event('device.pair.requested')
     t.match(requested.payload, { requestId, deviceId: newcomer.id, scopes: ['operator.read'], reason: 'not-paired' })
     t.equal((await a.api('POST', `/api/v1/pairing-requests/${requestId}/reject`)).status, 200)
@@ -99,8 +77,7 @@ t.test('two instances on one database', async (t) => {
     let approvedWins = 0
     let rejectedWins = 0
     for (let round = 0; round < rounds; round++) {
-      const device = new TestDevice()
-      const requestId = await refusedRequestId(a, device, ['operator.read'])
+      const { requestId } = await requestPairing(a, ['operator.read'])
       const [approve, reject] = await Promise.all([
         a.api('POST', `/api/v1/pairing-requests/${requestId}/approve`),
         b.api('POST', `/api/v1/pairing-requests/${requestId}/reject`)
@@ -123,8 +100,7 @@ t.test('two instances on one database', async (t) => {
 
   t.test('two approvals with different scopes from two instances: one wins', async (t) => {
     for (let round = 0; round < 20; round++) {
-      const device = new TestDevice()
-      const requestId = await refusedRequestId(a, device, ['operator.read', 'operator.write'])
+      const { device, requestId } = await requestPairing(a, ['operator.read', 'operator.write'])
       const [first, second] = await Promise.all([
         a.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, { body: { scopes: ['operator.read'] } }),
         b.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, { body: { scopes: ['operator.write'] } })

@@ -5,8 +5,8 @@
 import { createHmac, randomUUID } from 'node:crypto'
 import t from 'tap'
 import pg from 'pg'
-import { TestDevice, type ConnectOptions } from './helpers/device.ts'
-import { startServer, TEST_DATABASE_URL, type ApiResponse, type TestServer } from './helpers/server.ts'
+import { requestPairing, type PairingRequest } from './helpers/pairing.ts'
+import { startServer, TEST_DATABASE_URL, type ApiResponse } from './helpers/server.ts'
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -48,13 +48,9 @@ async function auditRows (requestId: string): Promise<AuditRow[]> {
   return rows
 }
 
-/** A new device asks to pair; returns the pending request's id. */
-async function newRequest (srv: TestServer = server, opts: ConnectOptions = {}): Promise<{ requestId: string, device: TestDevice }> {
-  const device = new TestDevice()
-  const { socket, res } = await device.connect(srv.wsUrl, { token: srv.config.gatewayToken, scopes: [READ, WRITE], ...opts })
-  await socket.closed
-  if (res.ok !== false || res.error.code !== 'NOT_PAIRED') throw new Error(`expected a pairing refusal, got ${JSON.stringify(res)}`)
-  return { requestId: res.error.details.requestId, device }
+/** A new device asks to pair (for read and write unless said); returns the pending request. */
+async function newRequest (scopes = [READ, WRITE]): Promise<PairingRequest> {
+  return await requestPairing(server, scopes)
 }
 
 /** Fastify's error shape, exactly: {statusCode, code, error, message}. */
@@ -373,7 +369,7 @@ t.test('state filters: default pending, approved, rejected, superseded, all', as
   const pending = await newRequest()
   const approved = await newRequest()
   const rejected = await newRequest()
-  const superseded = await newRequest(server, { scopes: [READ] })
+  const superseded = await newRequest([READ])
   t.equal((await server.api('POST', `/api/v1/pairing-requests/${approved.requestId}/approve`, { body: {} })).status, 200)
   t.equal((await server.api('POST', `/api/v1/pairing-requests/${rejected.requestId}/reject`, { body: {} })).status, 200)
   const bigger = await superseded.device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes: [READ, WRITE] })

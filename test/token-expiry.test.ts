@@ -1,19 +1,13 @@
 import t from 'tap'
-import { TestDevice } from './helpers/device.ts'
+import { pairDevice } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
 t.test('a connection that logged in with a device token closes `device token expired` when the token expires', async (t) => {
   const ttlMs = 1500
   const server = await startServer(t, { deviceTokenTtlMs: ttlMs })
   const token = server.config.gatewayToken
-  const device = new TestDevice()
-  const first = await device.connect(server.wsUrl, { token, scopes: ['operator.read'] })
-  await first.socket.closed
-  await server.api('POST', `/api/v1/pairing-requests/${first.res.error.details.requestId}/approve`)
-  const minting = await device.connect(server.wsUrl, { token, scopes: ['operator.read'] })
-  const deviceToken: string = minting.res.payload.auth.deviceToken
-  const issuedAtMs: number = minting.res.payload.auth.issuedAtMs
-  await minting.socket.close()
+  const { device, deviceToken, hello } = await pairDevice(server, ['operator.read'])
+  const issuedAtMs: number = hello.auth.issuedAtMs
 
   const withToken = await device.connect(server.wsUrl, { deviceToken, scopes: ['operator.read'] })
   t.equal(withToken.res.ok, true)

@@ -1,4 +1,5 @@
 import { createHash, generateKeyPairSync, randomUUID, sign, type KeyObject } from 'node:crypto'
+import type { Test } from 'tap'
 import WebSocket from 'ws'
 
 export interface Frame {
@@ -87,10 +88,32 @@ export class TestSocket {
     return await this.next((frame) => frame.type === 'res' && frame.id === id)
   }
 
+  /**
+   * The close, or `{ code: -1, reason: 'not closed within <ms> ms' }` if the
+   * socket is still open after `ms`: an assertion on the close then fails
+   * showing that, and the test goes on.
+   */
+  async closedWithin (ms = 5000): Promise<CloseInfo> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<CloseInfo>((resolve) => { timer = setTimeout(() => resolve({ code: -1, reason: `not closed within ${ms} ms` }), ms) })
+    try {
+      return await Promise.race([this.closed, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
   async close (): Promise<CloseInfo> {
     if (!this.isClosed) this.ws.close()
     return await this.closed
   }
+}
+
+/** Asserts that the socket is open and still answers requests (a health request). */
+export async function assertOpen (t: Pick<Test, 'notOk' | 'equal'>, socket: TestSocket, label: string): Promise<void> {
+  t.notOk(socket.isClosed, `${label}: socket is open`)
+  const health = await socket.request('health')
+  t.equal(health.ok, true, `${label}: socket still answers health`)
 }
 
 export interface ConnectOptions {

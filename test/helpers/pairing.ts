@@ -1,5 +1,5 @@
-import { TestDevice, type ConnectOptions, type ConnectResult, type Frame } from './device.ts'
-import type { TestServer } from './server.ts'
+import { TestDevice, type ConnectOptions, type ConnectResult, type Frame, type TestSocket } from './device.ts'
+import type { Teardown, TestServer } from './server.ts'
 
 export interface PairedTestDevice {
   device: TestDevice
@@ -7,18 +7,48 @@ export interface PairedTestDevice {
   deviceToken: string
   /** The hello-ok payload of the admitted connection. */
   hello: Frame['payload']
-  /** The admitted connection (open unless `keepOpen` was false). */
+  /** The admitted connection (open with `keepOpen` or `teardown`, closed otherwise). */
   conn: ConnectResult
+  /** The admitted connection's socket: `conn.socket`. */
+  socket: TestSocket
   requestId: string
 }
 
-export interface PairOptions extends Omit<ConnectOptions, 'token' | 'deviceToken' | 'scopes'> {
-  /** The device to pair (a new one by default). */
+export interface PairingRequest {
+  device: TestDevice
+  /** The id of the pending pairing request. */
+  requestId: string
+  /** The refusal (NOT_PAIRED) the connect got. */
+  res: Frame
+}
+
+export interface RequestOptions extends Omit<ConnectOptions, 'token' | 'deviceToken' | 'scopes'> {
+  /** The device that asks (a new one by default). */
   device?: TestDevice
+}
+
+export interface PairOptions extends RequestOptions {
   /** Scopes to approve, when fewer than asked. */
   approveScopes?: string[]
   /** Keep the admitted connection open (default: close it). */
   keepOpen?: boolean
+  /** Keep the admitted connection open and close it when this test ends. */
+  teardown?: Teardown
+}
+
+/**
+ * A device connects with the gateway token for `scopes` and is refused,
+ * pairing required: returns the pending request once the server closed the
+ * socket. Throws on any other outcome.
+ */
+export async function requestPairing (server: TestServer, scopes: string[], opts: RequestOptions = {}): Promise<PairingRequest> {
+  const { device = new TestDevice(), ...connect } = opts
+  const refused = await device.connect(server.wsUrl, { ...connect, token: server.config.gatewayToken, scopes })
+  if (refused.res.ok !== false || refused.res.error?.code !== 'NOT_PAIRED') {
+    throw new Error(`expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
+  }
+  await refused.socket.closed
+  return { device, requestId: refused.res.error.details.requestId as string, res: refused.res }
 }
 
 /**
@@ -27,23 +57,18 @@ export interface PairOptions extends Omit<ConnectOptions, 'token' | 'deviceToken
  * gateway token and keep the device token from hello-ok.
  */
 export async function pairDevice (server: TestServer, scopes: string[], opts: PairOptions = {}): Promise<PairedTestDevice> {
-  const { device = new TestDevice(), approveScopes, keepOpen = false, ...connect } = opts
-  const token = server.config.gatewayToken
-  const refused = await device.connect(server.wsUrl, { ...connect, token, scopes })
-  if (refused.res.ok !== false || refused.res.error?.code !== 'NOT_PAIRED') {
-    throw new Error(`expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
-  }
-  await refused.socket.closed
-  const requestId = refused.res.error.details.requestId as string
+  const { device = new TestDevice(), approveScopes, keepOpen = false, teardown, ...connect } = opts
+  const { requestId } = await requestPairing(server, scopes, { ...connect, device })
   const approved = await server.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, approveScopes === undefined ? {} : { body: { scopes: approveScopes } })
   if (approved.status !== 200) throw new Error(`approval failed: ${approved.status} ${JSON.stringify(approved.body)}`)
-  const conn = await device.connect(server.wsUrl, { ...connect, token, scopes: approveScopes ?? scopes })
+  const conn = await device.connect(server.wsUrl, { ...connect, token: server.config.gatewayToken, scopes: approveScopes ?? scopes })
   if (conn.res.ok !== true) throw new Error(`connect after approval failed: ${JSON.stringify(conn.res)}`)
   const hello = conn.res.payload
   const deviceToken = hello.auth?.deviceToken
   if (typeof deviceToken !== 'string') throw new Error(`no device token in hello-ok: ${JSON.stringify(hello.auth)}`)
-  if (!keepOpen) await conn.socket.close()
-  return { device, deviceToken, hello, conn, requestId }
+  if (teardown !== undefined) teardown.teardown(async () => { await conn.socket.close() })
+  else if (!keepOpen) await conn.socket.close()
+  return { device, deviceToken, hello, conn, socket: conn.socket, requestId }
 }
 
 /** Opens a connection with the device's own device token. */

@@ -8,10 +8,11 @@ import pg from 'pg'
 import { buildApp } from '../../src/app.ts'
 import { signAdminToken, type AdminRole } from '../../src/auth/admin-jwt.ts'
 import { DEFAULT_LIMITS, type Config } from '../../src/config.ts'
+import { CONFIG_DEFAULTS } from './config-defaults.ts'
 
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 
-interface Teardown { teardown: (fn: () => unknown) => void }
+export interface Teardown { teardown: (fn: () => unknown) => void }
 
 export interface TestServer {
   app: FastifyInstance
@@ -55,20 +56,9 @@ export function testConfig (overrides: Partial<Config> = {}): Config {
     dataDir: mkdtempSync(join(tmpdir(), 'scopegate-test-')),
     gatewayToken: randomBytes(24).toString('base64url'),
     jwtSecret: randomBytes(32).toString('base64url'),
-    logLevel: 'info',
-    pairingRequestTtlMs: 300_000,
-    deviceTokenTtlMs: 30 * 24 * 3600 * 1000,
-    handshakeTimeoutMs: 10_000,
-    maxPayloadBytes: 1024 * 1024,
-    maxBufferedBytes: 4 * 1024 * 1024,
-    // The production limits: every suite runs with them on.
+    // The production defaults and limits: every suite runs with them on.
+    ...CONFIG_DEFAULTS,
     ...DEFAULT_LIMITS,
-    trustProxy: false,
-    tickIntervalMs: 30_000,
-    cronLeaseMs: 30_000,
-    healthCheckIntervalMs: 1000,
-    healthCheckTimeoutMs: 2000,
-    shutdownGraceMs: 10_000,
     ...overrides
   }
 }
