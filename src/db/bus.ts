@@ -76,7 +76,9 @@ export class NotifyBus extends EventEmitter<{ message: [BusMessage], down: [Erro
   }
 
   async #connect (): Promise<void> {
-    const listener: Listener = await this.db.listen(this.channel, (payload) => this.#receive(payload), (err) => this.#lost(listener, err))
+    let listener: Listener | undefined
+    // An error can arrive while LISTEN is being set up; it then rejects db.listen itself.
+    listener = await this.db.listen(this.channel, (payload) => this.#receive(payload), (err) => { if (listener !== undefined) this.#lost(listener, err) })
     this.#listener = listener
     this.#backoffMs = MIN_BACKOFF_MS
   }

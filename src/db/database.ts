@@ -83,8 +83,9 @@ function openPostgres (connectionString: string, schema: string, max: number): D
       // Named so that operators (and tests) can tell it apart in pg_stat_activity.
       const client = new pg.Client({ ...clientConfig, connectionTimeoutMillis: 5000, application_name: `scopegate-listener:${schema}`.slice(0, 63) })
       let failed = false
+      let established = false
       const fail = (err: Error): void => {
-        if (failed || !listeners.has(client)) return
+        if (failed || !established || !listeners.has(client)) return
         failed = true
         listeners.delete(client)
         void client.end().catch(() => {})
@@ -97,6 +98,7 @@ function openPostgres (connectionString: string, schema: string, max: number): D
       try {
         await client.connect()
         await client.query(`LISTEN ${quoteIdent(channel)}`)
+        established = true
       } catch (err) {
         listeners.delete(client)
         await client.end().catch(() => {})
