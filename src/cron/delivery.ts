@@ -4,7 +4,20 @@ import type { SqlClient } from '../db/database.ts'
 import type { GatewayConnection } from '../gateway/connection.ts'
 import type { ConnectionRegistry } from '../gateway/registry.ts'
 import type { PrismaClient } from '../generated/prisma/client.ts'
-import { toJobView, toRunView } from './service.ts'
+import type { JobPayload } from './schedule.ts'
+import { toJobView, toRunView, type CronJobView, type CronRunView } from './service.ts'
+
+/** The `cron.fire` event: the job's payload, delivered when it comes due (`runId` lets a client drop duplicates). */
+export interface CronFireEvent { jobId: string, runId: string, payload: JobPayload, firedAtMs: number }
+
+/** The `cron` event, to operator.read connections. */
+export interface CronEvent {
+  jobId: string
+  action: 'added' | 'updated' | 'removed' | 'started' | 'finished'
+  job?: CronJobView
+  run?: CronRunView
+  nextRunAtMs?: number
+}
 
 interface FireRow {
   id: string
@@ -17,8 +30,8 @@ interface FireRow {
 
 const FIRE_COLUMNS = 'id::text, run_id::text, job_id::text, device_id, payload, fired_at'
 
-function fireEvent (row: FireRow): { jobId: string, runId: string, payload: unknown, firedAtMs: number } {
-  return { jobId: row.job_id, runId: row.run_id, payload: row.payload, firedAtMs: row.fired_at.getTime() }
+function fireEvent (row: FireRow): CronFireEvent {
+  return { jobId: row.job_id, runId: row.run_id, payload: row.payload as JobPayload, firedAtMs: row.fired_at.getTime() }
 }
 
 function readers (registry: ConnectionRegistry): GatewayConnection[] {
@@ -73,7 +86,7 @@ export class CronDelivery {
     if (audience.length === 0) return
     const runs = await this.prisma.cronRun.findMany({ where: { id: { in: runIds } } })
     for (const run of runs) {
-      const payload = { jobId: run.jobId, action, run: toRunView(run) }
+      const payload: CronEvent = { jobId: run.jobId, action, run: toRunView(run) }
       for (const conn of audience) conn.sendEvent('cron', payload)
     }
   }
@@ -82,7 +95,7 @@ export class CronDelivery {
     const audience = readers(this.registry)
     if (audience.length === 0) return
     const row = action === 'removed' ? null : await this.prisma.cronJob.findUnique({ where: { id: jobId } })
-    const payload = { jobId, action, ...(row !== null && { job: toJobView(row) }), ...(nextRunAtMs !== null && { nextRunAtMs }) }
+    const payload: CronEvent = { jobId, action, ...(row !== null && { job: toJobView(row) }), ...(nextRunAtMs !== null && { nextRunAtMs }) }
     for (const conn of audience) conn.sendEvent('cron', payload)
   }
 }

@@ -2,7 +2,7 @@ import websocket from '@fastify/websocket'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { isCovered } from '../auth/scopes.ts'
-import { withTimeout, type BusMessage } from '../db/bus.ts'
+import { withTimeout, type BusMessage, type PairDecision } from '../db/bus.ts'
 import { LastSeenRecorder } from '../devices/service.ts'
 import { CronDelivery } from '../cron/delivery.ts'
 import { cronMethods } from '../methods/cron.ts'
@@ -18,6 +18,11 @@ import { KeyedRateLimiter } from './rate-limit.ts'
 import { ConnectionRegistry } from './registry.ts'
 
 export const GATEWAY_EVENTS = ['connect.challenge', 'tick', 'device.pair.requested', 'device.pair.resolved', 'cron', 'cron.fire', 'shutdown'] as const
+
+// Payloads of the events sent from here (the client SDK shares these types).
+export interface TickEvent { ts: number }
+export interface ShutdownEvent { reason: string, restartExpectedMs?: number }
+export interface PairResolvedEvent { requestId: string, deviceId: string, decision: PairDecision, ts: number }
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -89,7 +94,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
       const drained = Promise.all([...sockets].map(async (conn) => await conn.drain()))
       void withTimeout(drained, Math.max(100, Math.floor(config.shutdownGraceMs / 2))).catch(() => {}).then(() => {
         for (const conn of sockets) {
-          conn.sendEvent('shutdown', { reason: 'service restart' })
+          conn.sendEvent('shutdown', { reason: 'service restart' } satisfies ShutdownEvent)
           conn.close(Close.serviceRestart)
         }
         done()
@@ -122,7 +127,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
       }
       conn.alive = false
       conn.socket.ping()
-      conn.sendEvent('tick', { ts })
+      conn.sendEvent('tick', { ts } satisfies TickEvent)
     }
   }, config.tickIntervalMs).unref()
 
@@ -150,7 +155,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
       }
       case 'pair.resolved': {
         const { requestId, deviceId, decision, ts } = message
-        broadcast('device.pair.resolved', { requestId, deviceId, decision, ts }, 'operator.pairing')
+        broadcast('device.pair.resolved', { requestId, deviceId, decision, ts } satisfies PairResolvedEvent, 'operator.pairing')
       }
     }
   }

@@ -1,9 +1,11 @@
 import type { MethodDef } from './types.ts'
 
+export interface HealthResult { ok: true, ts: number }
+
 export const healthMethods: MethodDef[] = [
   {
     name: 'health',
     scope: null,
-    handler: () => ({ ok: true, ts: Date.now() })
+    handler: (): HealthResult => ({ ok: true, ts: Date.now() })
   }
 ]
