@@ -25,7 +25,7 @@ if (!existsSync(join(ROOT, 'dist', 'cli', 'index.js'))) {
   throw new Error('dist/ is missing: run `npm run build` first (npm test does it in pretest)')
 }
 
-// About 90 node processes on a 2-core machine shared with another test file.
+// About 75 node processes on a 2-core machine shared with another test file.
 t.setTimeout(300_000)
 
 /** The environment of a user's shell, without any scopegate variable from ours. */
@@ -105,12 +105,11 @@ t.test('requests: list, show, approve, reject; tables and JSON; prefixes', async
   const [first, second, third] = [await pendingRequest(server, ['operator.read', 'operator.write']),
     await pendingRequest(server, ['operator.read']), await pendingRequest(server, ['operator.read'])] as [string, string, string]
 
-  const [table, listed, shown, shownJson, asViewer] = await Promise.all([
+  const [table, listed, shown, shownJson] = await Promise.all([
     cli(['requests', 'list']),
     cli(['requests', 'list', '--json']),
     cli(['requests', 'show', first.slice(0, 8)]),
-    cli(['requests', 'show', first.slice(0, 13), '--json']),
-    run(['requests', 'list', '--all', '--json', '--url', server.httpUrl, '--token', server.adminToken('viewer')])
+    cli(['requests', 'show', first.slice(0, 13), '--json'])
   ])
   const text = human(t, table, 'requests list')
   t.match(text, /REQUEST .*STATE .*DEVICE .*SCOPES/, 'a header row')
@@ -124,7 +123,6 @@ t.test('requests: list, show, approve, reject; tables and JSON; prefixes', async
   t.ok(items.every((r: any) => r.state === 'pending'))
   t.match(human(t, shown, 'requests show <8-char prefix>'), new RegExp(`request +│ ${first}`))
   t.same(json(t, shownJson, 'requests show --json'), (await server.api('GET', `/api/v1/pairing-requests/${first}`)).body, 'the REST document')
-  t.equal(json(t, asViewer, 'a viewer may list').length, 3)
 
   const [approved, rejected, approvedJson] = await Promise.all([
     cli(['requests', 'approve', first.slice(0, 8), '--scopes', 'operator.read']),
@@ -141,10 +139,9 @@ t.test('requests: list, show, approve, reject; tables and JSON; prefixes', async
   t.equal(firstDevice.state, 'approved')
   t.same(firstDevice.grantedScopes, ['operator.read'], 'approved for fewer scopes than asked')
 
-  const [rejectJson, all, again, short, none, unknown, badScope] = await Promise.all([
+  const [rejectJson, all, short, none, unknown, badScope] = await Promise.all([
     cli(['requests', 'reject', second, '--json']),
     cli(['requests', 'list', '--all', '--json']),
-    cli(['requests', 'approve', first.slice(0, 8)]),
     cli(['requests', 'show', first.slice(0, 7)]),
     cli(['requests', 'approve', 'ffffffff']),
     cli(['requests', 'show', '00000000-0000-4000-8000-000000000000', '--json']),
@@ -152,18 +149,15 @@ t.test('requests: list, show, approve, reject; tables and JSON; prefixes', async
   ])
   fails(t, rejectJson, 1, new RegExp(`^scopegate: refused: pairing request ${second} is rejected: see \`scopegate requests show ${second.slice(0, 8)}\`\\n$`), 'rejecting twice (409)')
   t.same(json(t, all, 'requests list --all --json').map((r: any) => r.state).sort(), ['approved', 'approved', 'rejected'])
-  fails(t, again, 1, /is approved: see `scopegate requests show/, 'approving twice')
   fails(t, short, 2, /too short for a pairing request id: give at least 8 characters/, 'a 7-character prefix')
   fails(t, none, 1, /^scopegate: no pairing request id starts with ffffffff: see `scopegate requests list --all`\n$/, 'a prefix that matches nothing')
   fails(t, unknown, 1, /^scopegate: not found: unknown requestId: 00000000-0000-4000-8000-000000000000: see `scopegate requests list --all`\n$/, 'an unknown full id (404)')
   fails(t, badScope, 2, /unknown scope operator\.root: expected any of operator\.read, /, 'an unknown scope is a usage error')
 
-  const [emptyTable, help] = await Promise.all([cli(['requests', 'list']), run(['requests', 'approve', '--help'])])
+  const emptyTable = await cli(['requests', 'list'])
   t.equal(emptyTable.code, 0)
   t.equal(emptyTable.stdout, '', 'no pending requests: no table')
   t.match(emptyTable.stderr, /no pending pairing requests/)
-  t.equal(help.code, 0)
-  t.match(help.stdout, /Usage: scopegate requests approve \[options\] <id>[\s\S]*--scopes <a,b>[\s\S]*--url <url>[\s\S]*SCOPEGATE_URL[\s\S]*--token <jwt>[\s\S]*SCOPEGATE_TOKEN[\s\S]*--json/)
 })
 
 t.test('devices, grants and tokens; remove asks or needs --yes', async (t) => {
@@ -217,21 +211,15 @@ t.test('devices, grants and tokens; remove asks or needs --yes', async (t) => {
   t.same((await server.api('GET', `/api/v1/devices/${ida}`)).body.roleScopes, { operator: ['operator.read'] }, 'the server has the result')
 
   // Tokens: rotate prints only the token on stdout, and the device connects with it.
-  const [rotated, rotatedJson, notHeld, badRole, badScope, noScope, nodeRole, noToken] = await Promise.all([
+  const [rotated, rotatedJson, notHeld, badRole, noToken] = await Promise.all([
     cli(['tokens', 'rotate', pa]),
     cli(['tokens', 'rotate', pb, '--json']),
     cli(['grants', 'revoke', pa, 'operator.write']),
-    cli(['grants', 'add', pa, 'operator.read', '--role', 'root']),
-    cli(['grants', 'add', pa, 'operator.read', 'bogus']),
-    cli(['grants', 'set', pa]),
-    cli(['grants', 'revoke', pa, 'operator.read', '--role', 'node']),
+    cli(['grants', 'add', pa, 'operator.read', 'bogus', '--role', 'root']),
     cli(['tokens', 'revoke', pa, '--role', 'node'])
   ])
   fails(t, notHeld, 1, new RegExp(`not found: device ${ida} holds no scope operator.write for role operator: see \`scopegate devices show ${pa}\``), 'revoking a scope not held')
   fails(t, badRole, 2, /argument 'root' is invalid\. Allowed choices are operator, node/, 'an unknown role')
-  fails(t, badScope, 2, /unknown scope bogus/, 'an unknown scope')
-  fails(t, noScope, 2, /missing required argument 'scope'/, 'no scope')
-  fails(t, nodeRole, 1, /is not paired for role node/, 'a role the device does not have')
   fails(t, noToken, 1, /has no token for role node: see `scopegate devices show/, 'a role without a token')
 
   t.equal(rotated.code, 0, rotated.stderr)
@@ -278,11 +266,10 @@ t.test('devices, grants and tokens; remove asks or needs --yes', async (t) => {
   }
   t.equal((await server.api('GET', `/api/v1/devices/${ida}`)).status, 404, 'removed')
 
-  const [gone, emptyList, emptyJson] = await Promise.all([cli(['devices', 'show', pa]), cli(['devices', 'list']), cli(['devices', 'list', '--json'])])
+  const [gone, emptyList] = await Promise.all([cli(['devices', 'show', pa]), cli(['devices', 'list'])])
   fails(t, gone, 1, new RegExp(`^scopegate: no paired device id starts with ${pa}: see \`scopegate devices list\`\\n$`), 'a removed device')
   t.equal(emptyList.stdout, '')
   t.match(emptyList.stderr, /no paired devices/)
-  t.same(json(t, emptyJson, 'an empty list'), [])
 })
 
 t.test('cron: add, list, show, run, runs, remove; usage errors; ambiguous prefixes', async (t) => {
@@ -328,8 +315,7 @@ t.test('cron: add, list, show, run, runs, remove; usage errors; ambiguous prefix
     [['cron', 'add', '--name', 'x', '--every', '1h', '--tz', 'UTC', '--message', 'm'], /--tz applies to --cron schedules only/],
     [['cron', 'add', '--name', 'x', '--every', '10', '--message', 'm'], /expected an interval of at least 1000 ms/],
     [['cron', 'add', '--name', 'x', '--at', 'tomorrow', '--message', 'm'], /expected an ISO 8601 date-time/],
-    [['cron', 'add', '--every', '1h', '--message', 'm'], /required option '--name <name>' not specified/],
-    [['cron', 'runs', pingId, '--limit', '0'], /expected a whole number from 1 to 500/]
+    [['cron', 'add', '--every', '1h', '--message', 'm'], /required option '--name <name>' not specified/]
   ]
   const [runs, runsJsonResult, badExpr, ...usageResults] = await Promise.all([
     cli(['cron', 'runs', pingId.slice(0, 8)]),
@@ -453,9 +439,8 @@ t.test('errors say what to do next: 401, 403, unreachable, no token; env variabl
   const server = await startServer(t)
   const port = await freePort()
   const unreachable = `http://127.0.0.1:${port}`
-  const [badToken, otherSecret, viewer, down, noToken, badUrl, fromEnv, envToken] = await Promise.all([
-    run(['devices', 'list', '--url', server.httpUrl, '--token', 'not-a-jwt']),
-    run(['requests', 'list', '--url', server.httpUrl, '--token', signAdminToken('another-secret-'.padEnd(40, 'x'), { sub: 'x', role: 'admin' }, 60_000)]),
+  const [badToken, viewer, down, noToken, badUrl, fromEnv, envToken] = await Promise.all([
+    run(['devices', 'list', '--url', server.httpUrl, '--token', signAdminToken('another-secret-'.padEnd(40, 'x'), { sub: 'x', role: 'admin' }, 60_000)]),
     run(['cron', 'add', '--name', 'x', '--every', '1h', '--message', 'm', '--url', server.httpUrl, '--token', server.adminToken('viewer')]),
     run(['devices', 'list', '--url', unreachable, '--token', 'whatever']),
     run(['devices', 'list', '--url', server.httpUrl]),
@@ -464,9 +449,8 @@ t.test('errors say what to do next: 401, 403, unreachable, no token; env variabl
     run(['cron', 'list', '--json', '--url', server.httpUrl], { SCOPEGATE_TOKEN: 'env-token-is-bad' })
   ])
   const tokenHint = /create one with `scopegate admin-token` and pass it with --token or SCOPEGATE_TOKEN\n$/
-  fails(t, badToken, 1, /^scopegate: the admin token was refused \(.*\): create one/, '401 for a malformed token')
+  fails(t, badToken, 1, /^scopegate: the admin token was refused \(.*\): create one/, '401 for a token signed with another secret')
   t.match(badToken.stderr, tokenHint)
-  fails(t, otherSecret, 1, /^scopegate: the admin token was refused/, '401 for a bad signature')
   fails(t, viewer, 1, /^scopegate: refused: role viewer may only read: POST is not allowed; this needs an admin token: create one with `scopegate admin-token --role admin`\n$/, '403 for a viewer')
   fails(t, down, 1, new RegExp(`^scopegate: cannot reach the gateway at ${unreachable} \\(ECONNREFUSED\\): start it with \`scopegate serve\`, or point --url / SCOPEGATE_URL at the one that runs\\n$`), 'unreachable')
   fails(t, noToken, 2, /^scopegate: no admin token: create one with `scopegate admin-token` and pass it with --token or SCOPEGATE_TOKEN\n$/, 'no token at all')
@@ -474,16 +458,13 @@ t.test('errors say what to do next: 401, 403, unreachable, no token; env variabl
   t.same(json(t, fromEnv, 'SCOPEGATE_URL and SCOPEGATE_TOKEN'), [])
   fails(t, envToken, 1, /the admin token was refused/, 'SCOPEGATE_TOKEN is used when --token is not given')
 
-  const [defaultUrl, groupHelp, bare] = await Promise.all([
+  const [defaultUrl, bare] = await Promise.all([
     run(['audit', '--help']),
-    run(['cron', '--help']),
     run(['grants'])
   ])
   t.equal(defaultUrl.code, 0)
   t.match(defaultUrl.stdout, /--url <url> +the gateway's base URL \(default:\s+"http:\/\/127\.0\.0\.1:18789",\s+env:\s+SCOPEGATE_URL\)/)
   t.match(defaultUrl.stdout, /--follow/)
-  t.equal(groupHelp.code, 0)
-  t.match(groupHelp.stdout, /list[\s\S]*add[\s\S]*show[\s\S]*remove[\s\S]*run[\s\S]*runs/)
   t.equal(bare.code, 2, 'a group without its subcommand is a usage error')
   t.match(bare.stderr, /Usage: scopegate grants/)
 })
