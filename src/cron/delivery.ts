@@ -70,10 +70,18 @@ export class CronDelivery {
 
   /** Right after hello-ok: the fires kept while the device was offline, oldest first. */
   async deliverPending (conn: GatewayConnection, deviceId: string): Promise<void> {
+    // Claimed and marked in one statement, so that a second connect of the same
+    // device (here or on another instance) cannot take the same fires again.
     const { rows } = await this.sql.query<FireRow>(
-      `SELECT ${FIRE_COLUMNS} FROM cron_fires WHERE device_id = $1 AND delivered_at IS NULL ORDER BY fired_at, id LIMIT 1000`, [deviceId])
-    for (const row of rows) conn.sendEvent('cron.fire', fireEvent(row))
-    await this.#markDelivered(rows.map((row) => row.id))
+      `UPDATE cron_fires SET delivered_at = now()
+       WHERE id IN (SELECT id FROM cron_fires WHERE device_id = $1 AND delivered_at IS NULL ORDER BY fired_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+       RETURNING ${FIRE_COLUMNS}`, [deviceId])
+    if (!conn.isOpen) {
+      // Gone before it could hear them: keep them for the next hello-ok (at least once).
+      await this.sql.query('UPDATE cron_fires SET delivered_at = NULL WHERE id = ANY($1::uuid[])', [rows.map((row) => row.id)])
+      return
+    }
+    for (const row of [...rows].sort((a, b) => a.fired_at.getTime() - b.fired_at.getTime())) conn.sendEvent('cron.fire', fireEvent(row))
   }
 
   async #markDelivered (ids: string[]): Promise<void> {
