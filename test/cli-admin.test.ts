@@ -7,45 +7,22 @@ import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createServer as createHttpServer } from 'node:http'
 import { createServer } from 'node:net'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import type { Command } from 'commander'
-import { ENV_VARIABLES } from '../src/config.ts'
 import { signAdminToken } from '../src/auth/admin-jwt.ts'
 import { buildProgram } from '../src/cli/index.ts'
+import { cleanEnv, ROOT, runCli, SHIM, type RunResult } from './helpers/cli.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
 import { startServer, type TestServer } from './helpers/server.ts'
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url))
-const SHIM = join(ROOT, 'bin', 'scopegate.js')
 const STACK_LINE = /^\s+at .+:\d+:\d+\)?$/m
 
-if (!existsSync(join(ROOT, 'dist', 'cli', 'index.js'))) {
-  throw new Error('dist/ is missing: run `npm run build` first (npm test does it in pretest)')
-}
 
 // About 75 node processes on a 2-core machine shared with another test file.
 t.setTimeout(300_000)
 
-/** The environment of a user's shell, without any scopegate variable from ours. */
-function cleanEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  for (const name of ENV_VARIABLES) delete env[name]
-  delete env.SCOPEGATE_URL
-  delete env.SCOPEGATE_TOKEN
-  return { ...env, ...extra }
-}
-
-interface RunResult { code: number, stdout: string, stderr: string }
-
 async function run (args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-  return await new Promise((resolve) => {
-    execFile(process.execPath, [SHIM, ...args], { env: cleanEnv(env), timeout: 60_000, cwd: ROOT }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1
-      resolve({ code, stdout, stderr })
-    })
-  })
+  return await runCli(args, env, 60_000)
 }
 
 /** Runs the CLI against `server` with --url and an admin --token (or the given one). */

@@ -1,46 +1,22 @@
 // The CLI as a user runs it: `node bin/scopegate.js …` in a subprocess. The
 // shim loads dist/, which `npm test` builds first (the pretest script).
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { ENV_VARIABLES, loadConfig } from '../src/config.ts'
+import { loadConfig } from '../src/config.ts'
+import { cleanEnv, ROOT, runCli, SHIM, type RunResult } from './helpers/cli.ts'
 import { TestDevice } from './helpers/device.ts'
 import { startServer, TEST_DATABASE_URL } from './helpers/server.ts'
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url))
-const SHIM = join(ROOT, 'bin', 'scopegate.js')
 const JWT_SECRET = 'cli-test-secret-'.padEnd(48, 'x')
 const GATEWAY_TOKEN = 'cli-test-gateway-token'
 const UNREACHABLE_DB = 'postgres://nobody@127.0.0.1:1/none'
 
-if (!existsSync(join(ROOT, 'dist', 'cli', 'index.js'))) {
-  throw new Error('dist/ is missing: run `npm run build` first (npm test does it in pretest)')
-}
-
-/** The environment of a user's shell, without any scopegate variable from ours. */
-function cleanEnv (extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  for (const name of ENV_VARIABLES) delete env[name]
-  delete env.SCOPEGATE_URL
-  delete env.SCOPEGATE_TOKEN
-  return { ...env, ...extra }
-}
-
-interface RunResult { code: number, stdout: string, stderr: string }
-
-async function cli (args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<RunResult> {
-  return await new Promise((resolve) => {
-    execFile(process.execPath, [SHIM, ...args], { env: cleanEnv(env), timeout: timeoutMs, cwd: ROOT }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1
-      resolve({ code, stdout, stderr })
-    })
-  })
-}
+const cli = runCli
 
 function tempDir (t: { teardown: (fn: () => unknown) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'scopegate-cli-'))
