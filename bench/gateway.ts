@@ -6,16 +6,11 @@
 //
 //   npm run bench:gateway                  # Postgres at TEST_DATABASE_URL
 //   BENCH_DB=pglite npm run bench:gateway  # embedded PGlite
-import { spawn, type ChildProcess } from 'node:child_process'
-import { generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { generateKeyPairSync, sign, verify } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
-import { signAdminToken } from '../src/auth/admin-jwt.ts'
-import { TestDevice } from '../test/helpers/device.ts'
-import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from '../test/helpers/server.ts'
+import type { TestDevice } from '../test/helpers/device.ts'
+import { DATABASE, gatewayHandshake, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -23,42 +18,7 @@ const RPC_SECONDS = Number(process.env.RPC_SECONDS ?? 5)
 const HANDSHAKE_SECONDS = Number(process.env.HANDSHAKE_SECONDS ?? 5)
 const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
 const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
-const DATABASE = process.env.BENCH_DB === 'pglite' ? 'pglite' : 'postgres'
-const BIN = fileURLToPath(new URL('../bin/scopegate.js', import.meta.url))
 const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
-
-interface Server { child: ChildProcess, port: number, stop: () => Promise<void> }
-
-async function startProcess (args: string[], env: Record<string, string>, ready: RegExp): Promise<Server> {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  const port = await new Promise<number>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString()
-      const match = ready.exec(out)
-      if (match !== null) resolve(Number(match[1]))
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', (chunk: Buffer) => { out += chunk.toString() })
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)))
-  })
-  child.stdout?.resume()
-  return {
-    child,
-    port,
-    stop: async () => {
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
-    }
-  }
-}
-
-function rssBytes (pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1]
-  return Number(kb) * 1024
-}
 
 function percentile (sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN
@@ -144,12 +104,6 @@ async function bareHandshake (port: number): Promise<void> {
   await new Promise<void>((resolve) => { ws.once('close', () => resolve()); ws.close() })
 }
 
-async function gatewayHandshake (port: number, device: TestDevice, deviceToken: string): Promise<void> {
-  const { socket, res } = await device.connect(`ws://127.0.0.1:${port}/`, { deviceToken, scopes: ['operator.read'] })
-  if (res.ok !== true) throw new Error(`handshake failed: ${JSON.stringify(res)}`)
-  await socket.close()
-}
-
 async function idleMemoryPerConnection (server: Server, open: () => Promise<WebSocket[]>): Promise<number> {
   await sleep(500)
   const before = rssBytes(server.child.pid ?? 0)
@@ -171,41 +125,6 @@ function verifyRatePerCore (): number {
     count++
   }
   return count / ((performance.now() - started) / 1000)
-}
-
-async function startGateway (): Promise<{ server: Server, device: TestDevice, deviceToken: string, cleanup: () => Promise<void> }> {
-  const gatewayToken = randomBytes(24).toString('base64url')
-  const jwtSecret = randomBytes(32).toString('base64url')
-  const dataDir = mkdtempSync(join(tmpdir(), 'scopegate-bench-'))
-  const schema = uniqueSchema('bench')
-  const env: Record<string, string> = {
-    PORT: '0', GATEWAY_TOKEN: gatewayToken, JWT_SECRET: jwtSecret, DATA_DIR: dataDir,
-    ...(DATABASE === 'postgres' && { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema })
-  }
-  // At info level for its "Server listening" line; connection outcomes are logged asynchronously.
-  const server = await startProcess([BIN, 'serve'], { ...env, LOG_LEVEL: 'info' }, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
-  const url = `ws://127.0.0.1:${server.port}/`
-  const device = new TestDevice()
-  const refused = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
-  await refused.socket.closed
-  const admin = signAdminToken(jwtSecret, { sub: 'bench', role: 'admin' }, 3_600_000)
-  const approve = await fetch(`http://127.0.0.1:${server.port}/api/v1/pairing-requests/${refused.res.error.details.requestId as string}/approve`, {
-    method: 'POST', headers: { authorization: `Bearer ${admin}` }
-  })
-  if (approve.status !== 200) throw new Error(`approve failed: ${approve.status}`)
-  const minted = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
-  const deviceToken = minted.res.payload.auth.deviceToken as string
-  await minted.socket.close()
-  return {
-    server,
-    device,
-    deviceToken,
-    cleanup: async () => {
-      await server.stop()
-      rmSync(dataDir, { recursive: true, force: true })
-      if (DATABASE === 'postgres') await dropSchema(schema)
-    }
-  }
 }
 
 interface RunResult {

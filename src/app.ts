@@ -19,6 +19,7 @@ import gatewayPlugin from './gateway/plugin.ts'
 import metricsPlugin from './metrics/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
 import pairingRoutes from './pairing/routes.ts'
+import { bufferedStdout } from './logging.ts'
 import { registerRestRateLimit } from './rest-rate-limit.ts'
 import { ErrorResponse } from './schemas/common.ts'
 import { registerValidation } from './schemas/validation.ts'
@@ -44,16 +45,19 @@ export const LOG_REDACT = [
 
 /** Builds the whole application from explicitly registered plugins. */
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const stdout = options.logStream === undefined ? bufferedStdout() : undefined
   const logger: FastifyServerOptions['logger'] = {
     level: config.logLevel,
     redact: { paths: LOG_REDACT, censor: '[redacted]' },
-    ...(options.logStream !== undefined && { stream: options.logStream })
+    stream: options.logStream ?? stdout?.stream,
+    ...(stdout !== undefined && { hooks: { streamWrite: stdout.noteWrite } })
   }
   // Ids may be up to 128 characters (API.md); Fastify's default path parameter limit is 100.
   // trustProxy (TRUST_PROXY) decides request.ip, which every per-IP limit uses.
   const app = Fastify({ logger, bodyLimit: 1024 * 1024, forceCloseConnections: true, routerOptions: { maxParamLength: 256 }, trustProxy: fastifyTrustProxy(config.trustProxy),
     // Start-up migrates and plans timers; on a busy 2-core machine that can take more than Fastify's 10 s default.
     pluginTimeout: 60_000 }).withTypeProvider<TypeBoxTypeProvider>()
+  if (stdout !== undefined) app.addHook('onClose', async () => { stdout.stop() })
 
   await app.register(fp(async (instance) => { instance.decorate('config', config) }, { name: 'config' }))
   registerBodyParsing(app)

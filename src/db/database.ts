@@ -11,6 +11,20 @@ export interface SqlClient {
   query<R = Record<string, unknown>>(text: string, params?: unknown[]): Promise<{ rows: R[] }>
 }
 
+/**
+ * A hot query run as a named prepared statement on Postgres (parsed and
+ * planned once per pooled connection instead of once per call); PGlite runs
+ * it as a plain query.
+ */
+export interface PreparedQuery {
+  name: string
+  text: string
+}
+
+export interface HotSqlClient extends SqlClient {
+  prepared<R = Record<string, unknown>>(query: PreparedQuery, params: unknown[]): Promise<{ rows: R[] }>
+}
+
 /** One connection on which a migration runs start to end. */
 export interface MigrationSession extends SqlClient {
   exec(sql: string): Promise<void>
@@ -22,7 +36,7 @@ export interface Database {
   schema: string
   prisma: PrismaClient
   /** For the hot path (one indexed query per handshake) and for locks. */
-  sql: SqlClient
+  sql: HotSqlClient
   session(): Promise<MigrationSession>
   /** Subscribes to a notification channel; resolves once LISTEN is in place. */
   listen(channel: string, onPayload: (payload: string) => void, onError: (err: Error) => void): Promise<Listener>
@@ -70,7 +84,10 @@ function openPostgres (connectionString: string, schema: string, max: number): D
     kind: 'postgres',
     schema,
     prisma,
-    sql: pool as unknown as SqlClient,
+    sql: {
+      query: async <R>(text: string, params?: unknown[]) => await pool.query(text, params) as unknown as { rows: R[] },
+      prepared: async <R>(query: PreparedQuery, params: unknown[]) => await pool.query({ name: query.name, text: query.text, values: params }) as unknown as { rows: R[] }
+    },
     async session () {
       const client = await pool.connect()
       return {
@@ -149,7 +166,10 @@ async function openPGlite (dataDir: string): Promise<Database> {
     kind: 'pglite',
     schema: 'public',
     prisma,
-    sql: db,
+    sql: {
+      query: async (text, params) => await db.query(text, params),
+      prepared: async (query, params) => await db.query(query.text, params)
+    },
     async session () {
       // PGlite is a single session: the migration runs on it directly.
       return {

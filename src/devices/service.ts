@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { generateToken, hashToken } from '../auth/tokens.ts'
 import { sortedScopes } from '../auth/scopes.ts'
-import type { SqlClient } from '../db/database.ts'
+import type { HotSqlClient, PreparedQuery, SqlClient } from '../db/database.ts'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts'
 
 export interface DeviceTokenView {
@@ -89,17 +89,20 @@ interface AccessRow {
 }
 
 // One indexed query per handshake: primary-key lookups joined on the primary keys.
-const ACCESS_SQL = `SELECT d.platform, d.device_family, r.scopes AS role_scopes,
+const ACCESS_QUERY: PreparedQuery = {
+  name: 'scopegate-device-access',
+  text: `SELECT d.platform, d.device_family, r.scopes AS role_scopes,
   t.token_id, t.token_hash, t.revoked_at AS token_revoked_at, t.expires_at AS token_expires_at,
   EXISTS (SELECT 1 FROM cron_fires f WHERE f.device_id = d.id AND f.delivered_at IS NULL) AS pending_fires
 FROM devices d
 LEFT JOIN device_roles r ON r.device_id = d.id AND r.role = $2
 LEFT JOIN device_tokens t ON t.device_id = d.id AND t.role = $2
 WHERE d.id = $1`
+}
 
 /** null: no paired device with this id. */
-export async function loadDeviceAccess (sql: SqlClient, deviceId: string, role: string): Promise<DeviceAccess | null> {
-  const { rows } = await sql.query<AccessRow>(ACCESS_SQL, [deviceId, role])
+export async function loadDeviceAccess (sql: HotSqlClient, deviceId: string, role: string): Promise<DeviceAccess | null> {
+  const { rows } = await sql.prepared<AccessRow>(ACCESS_QUERY, [deviceId, role])
   const row = rows[0]
   if (row === undefined) return null
   return {

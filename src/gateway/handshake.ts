@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { deviceIdFromPublicKey, normalizeMetadata, verifyDeviceSignature } from '../auth/device-identity.ts'
 import { isRole, uncoveredScopes, uniqueScopes } from '../auth/scopes.ts'
 import { tokenMatchesHash } from '../auth/tokens.ts'
-import type { SqlClient } from '../db/database.ts'
+import type { HotSqlClient } from '../db/database.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
 import { loadDeviceAccess, mintDeviceToken, type DeviceAccess, type MintedToken } from '../devices/service.ts'
 import type { PairingAsk, PairingReason, PairingRequestView, PairingService } from '../pairing/service.ts'
@@ -37,7 +37,7 @@ export type HandshakeResult =
   | { ok: false, outcome: string, error: ErrorShape, close: CloseSpec, cause?: unknown }
 
 export interface HandshakeDeps {
-  sql: SqlClient
+  sql: HotSqlClient
   pairing: PairingService
   gatewayTokenHash: Buffer
   deviceTokenTtlMs: number

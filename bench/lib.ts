@@ -1,0 +1,118 @@
+// Shared by the benchmark scripts: a server in its own process (so its CPU
+// and RSS are its own), and a gateway with one paired device ready to connect.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import WebSocket from 'ws'
+import { signAdminToken } from '../src/auth/admin-jwt.ts'
+import { TestDevice } from '../test/helpers/device.ts'
+import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from '../test/helpers/server.ts'
+
+export const DATABASE = process.env.BENCH_DB === 'pglite' ? 'pglite' : 'postgres'
+const BIN = fileURLToPath(new URL('../bin/scopegate.js', import.meta.url))
+
+export interface Server { child: ChildProcess, port: number, stop: () => Promise<void> }
+
+export async function startProcess (args: string[], env: Record<string, string>, ready: RegExp): Promise<Server> {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const port = await new Promise<number>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString()
+      const match = ready.exec(out)
+      if (match !== null) resolve(Number(match[1]))
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)))
+  })
+  child.stdout?.resume()
+  return {
+    child,
+    port,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+    }
+  }
+}
+
+export function rssBytes (pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1]
+  return Number(kb) * 1024
+}
+
+/** User + system CPU time of a process so far, in ms (from /proc, so it works for a child). */
+export function cpuMs (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  const ticks = Number(fields[11]) + Number(fields[12])
+  return ticks * 10
+}
+
+export interface Gateway { server: Server, device: TestDevice, deviceToken: string, cleanup: () => Promise<void> }
+
+/** A gateway process (`nodeArgs` e.g. --cpu-prof) with one device paired for operator.read and its device token. */
+export async function startGateway (nodeArgs: string[] = []): Promise<Gateway> {
+  const gatewayToken = randomBytes(24).toString('base64url')
+  const jwtSecret = randomBytes(32).toString('base64url')
+  const dataDir = mkdtempSync(join(tmpdir(), 'scopegate-bench-'))
+  const schema = uniqueSchema('bench')
+  const env: Record<string, string> = {
+    PORT: '0', GATEWAY_TOKEN: gatewayToken, JWT_SECRET: jwtSecret, DATA_DIR: dataDir,
+    ...(DATABASE === 'postgres' && { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema })
+  }
+  // At info level for its "Server listening" line; connection outcomes are logged asynchronously.
+  const server = await startProcess([...nodeArgs, BIN, 'serve'], { ...env, LOG_LEVEL: 'info', ...process.env.BENCH_ENV_OVERRIDE !== undefined && JSON.parse(process.env.BENCH_ENV_OVERRIDE) as Record<string, string> }, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
+  const url = `ws://127.0.0.1:${server.port}/`
+  const device = new TestDevice()
+  const refused = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
+  await refused.socket.closed
+  const admin = signAdminToken(jwtSecret, { sub: 'bench', role: 'admin' }, 3_600_000)
+  const approve = await fetch(`http://127.0.0.1:${server.port}/api/v1/pairing-requests/${refused.res.error.details.requestId as string}/approve`, {
+    method: 'POST', headers: { authorization: `Bearer ${admin}` }
+  })
+  if (approve.status !== 200) throw new Error(`approve failed: ${approve.status}`)
+  const minted = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
+  const deviceToken = minted.res.payload.auth.deviceToken as string
+  await minted.socket.close()
+  return {
+    server,
+    device,
+    deviceToken,
+    cleanup: async () => {
+      await server.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+      if (DATABASE === 'postgres') await dropSchema(schema)
+    }
+  }
+}
+
+/**
+ * The gateway's side of the same loop: upgrade, challenge, signed connect,
+ * hello-ok, close, with a client as lean as the bare one (no frame log).
+ */
+export async function gatewayHandshake (port: number, device: TestDevice, deviceToken: string): Promise<void> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
+  await new Promise<void>((resolve, reject) => {
+    ws.once('error', reject)
+    ws.once('message', (challengeData) => {
+      const challenge = (JSON.parse(challengeData.toString()) as { payload: { nonce: string, ts: number } }).payload
+      ws.once('message', (helloData) => {
+        const text = helloData.toString()
+        if (!text.includes('"hello-ok"')) {
+          reject(new Error(`handshake failed: ${text}`))
+          return
+        }
+        ws.once('close', () => resolve())
+        ws.close()
+      })
+      ws.send(JSON.stringify({ type: 'req', id: 'c', method: 'connect', params: device.connectParams(challenge, { deviceToken, scopes: ['operator.read'] }) }))
+    })
+  })
+}
