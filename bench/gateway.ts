@@ -10,7 +10,7 @@ import { generateKeyPairSync, sign, verify } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
-import { DATABASE, gatewayHandshake, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
+import { cpuMs, DATABASE, gatewayHandshake, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -86,7 +86,18 @@ function closeAll (sockets: WebSocket[]): void {
 }
 
 /** Connect-and-close loops with `concurrency` clients for `seconds`. */
-async function handshakeLoad (seconds: number, concurrency: number, once: () => Promise<void>): Promise<number> {
+interface HandshakeFigures {
+  rate: number
+  /** Server CPU (user + system) per handshake, µs. */
+  serverCpuUs: number
+  /** This client's CPU per handshake, µs. */
+  clientCpuUs: number
+}
+
+async function handshakeLoad (server: Server, seconds: number, concurrency: number, once: () => Promise<void>): Promise<HandshakeFigures> {
+  const pid = server.child.pid ?? 0
+  const serverBefore = cpuMs(pid)
+  const clientBefore = process.cpuUsage()
   const deadline = performance.now() + seconds * 1000
   let count = 0
   await Promise.all(Array.from({ length: concurrency }, async () => {
@@ -95,7 +106,12 @@ async function handshakeLoad (seconds: number, concurrency: number, once: () => 
       count++
     }
   }))
-  return count / seconds
+  const client = process.cpuUsage(clientBefore)
+  return {
+    rate: count / seconds,
+    serverCpuUs: ((cpuMs(pid) - serverBefore) * 1000) / count,
+    clientCpuUs: (client.user + client.system) / count
+  }
 }
 
 async function bareHandshake (port: number): Promise<void> {
@@ -138,6 +154,10 @@ interface RunResult {
   handshakeRatio: number
   gatewayHandshakes: number
   bareHandshakes: number
+  gatewayHandshakeServerCpuUs: number
+  bareHandshakeServerCpuUs: number
+  gatewayHandshakeClientCpuUs: number
+  bareHandshakeClientCpuUs: number
   memoryAboveBareKiB: number
   gatewayKiB: number
   bareKiB: number
@@ -154,8 +174,8 @@ async function oneRun (): Promise<RunResult> {
     const gatewayRpc = await rpcLoad(gatewaySockets, RPC_SECONDS)
     closeAll(gatewaySockets)
 
-    const bareHandshakes = await handshakeLoad(HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
-    const gatewayHandshakes = await handshakeLoad(HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
+    const bareHandshakes = await handshakeLoad(bare, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
+    const gatewayHandshakes = await handshakeLoad(gateway.server, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
 
     const bareBytes = await idleMemoryPerConnection(bare, async () => await openBare(bare.port, IDLE_CONNECTIONS))
     const gatewayBytes = await idleMemoryPerConnection(gateway.server, async () => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, IDLE_CONNECTIONS))
@@ -167,9 +187,13 @@ async function oneRun (): Promise<RunResult> {
       gatewayP50: gatewayRpc.p50,
       gatewayP99: gatewayRpc.p99,
       bareP99: bareRpc.p99,
-      handshakeRatio: gatewayHandshakes / bareHandshakes,
-      gatewayHandshakes,
-      bareHandshakes,
+      handshakeRatio: gatewayHandshakes.rate / bareHandshakes.rate,
+      gatewayHandshakes: gatewayHandshakes.rate,
+      bareHandshakes: bareHandshakes.rate,
+      gatewayHandshakeServerCpuUs: gatewayHandshakes.serverCpuUs,
+      bareHandshakeServerCpuUs: bareHandshakes.serverCpuUs,
+      gatewayHandshakeClientCpuUs: gatewayHandshakes.clientCpuUs,
+      bareHandshakeClientCpuUs: bareHandshakes.clientCpuUs,
       memoryAboveBareKiB: (gatewayBytes - bareBytes) / 1024,
       gatewayKiB: gatewayBytes / 1024,
       bareKiB: bareBytes / 1024
@@ -193,6 +217,7 @@ async function main (): Promise<void> {
   const rows: Array<[string, string, string, string]> = [
     ['authorized RPC (health), 50 conns', `${round(m('gatewayRps'), 0)}/s, p50 ${round(m('gatewayP50'))} ms, p99 ${round(m('gatewayP99'))} ms`, `${round(m('bareRps'), 0)}/s echo, p99 ${round(m('bareP99'))} ms`, `${round(m('rpcRatio'))}x rate (target >= 0.9), p99 ${round(m('rpcP99Ratio'))}x (target <= 1.25)`],
     ['full handshakes (paired device)', `${round(m('gatewayHandshakes'), 0)}/s`, `${round(m('bareHandshakes'), 0)}/s connect+close`, `${round(m('handshakeRatio'))}x (target >= 0.7)`],
+    ['CPU per handshake: server / client', `${round(m('gatewayHandshakeServerCpuUs'), 0)} / ${round(m('gatewayHandshakeClientCpuUs'), 0)} µs`, `${round(m('bareHandshakeServerCpuUs'), 0)} / ${round(m('bareHandshakeClientCpuUs'), 0)} µs`, `${round(m('gatewayHandshakeServerCpuUs') / m('bareHandshakeServerCpuUs'))}x server CPU`],
     [`memory per idle conn (${IDLE_CONNECTIONS})`, `${round(m('gatewayKiB'), 1)} KiB`, `${round(m('bareKiB'), 1)} KiB`, `+${round(m('memoryAboveBareKiB'), 1)} KiB (target <= 12)`],
     ['Ed25519 verify, one core', `${round(verifyPerSecond, 0)}/s`, '', '']
   ]
@@ -210,6 +235,10 @@ async function main (): Promise<void> {
     handshakeRatio: round(m('handshakeRatio')),
     gatewayHandshakesPerSecond: round(m('gatewayHandshakes'), 0),
     bareHandshakesPerSecond: round(m('bareHandshakes'), 0),
+    gatewayHandshakeServerCpuUs: round(m('gatewayHandshakeServerCpuUs'), 0),
+    bareHandshakeServerCpuUs: round(m('bareHandshakeServerCpuUs'), 0),
+    gatewayHandshakeClientCpuUs: round(m('gatewayHandshakeClientCpuUs'), 0),
+    bareHandshakeClientCpuUs: round(m('bareHandshakeClientCpuUs'), 0),
     memoryAboveBareKiB: round(m('memoryAboveBareKiB'), 1),
     ed25519VerifyPerSecond: round(verifyPerSecond, 0)
   }))
