@@ -488,9 +488,17 @@ t.test('cron events go to operator.read connections: added, updated, removed, st
   const started = await cronEvent(reader.socket, job.id, 'started')
   t.same(Object.keys(started.payload).sort(), ['action', 'jobId', 'run'])
   t.match(started.payload.run, { runId: run.runId, jobId: job.id, instance: String, startedAtMs: Number, dueAtMs: Number })
+  // The run finishes within milliseconds, usually before 'started' is delivered: the event still shows it as it started.
+  t.equal(started.payload.run.status, 'running', "'started' shows the run running, whenever it is delivered")
+  t.notOk('finishedAtMs' in started.payload.run, "'started' has no finishedAtMs")
   const finished = await cronEvent(reader.socket, job.id, 'finished')
   t.match(finished.payload, { jobId: job.id, action: 'finished', run: { runId: run.runId, jobId: job.id, status: 'ok', finishedAtMs: Number } })
   t.same(finished.payload.run, (await ok(t, reader.socket, 'cron.runs', { id: job.id })).entries[0], 'the run as cron.runs shows it')
+  // A 'started' notice that reaches an instance after the run finished (a fast run, a busy instance).
+  await server.app.bus.publish({ kind: 'cron.runs', action: 'started', runIds: [run.runId] })
+  const late = await cronEvent(reader.socket, job.id, 'started')
+  const { finishedAtMs: _finishedAtMs, ...asStarted } = finished.payload.run
+  t.same(late.payload.run, { ...asStarted, status: 'running' }, "a late 'started' still shows the run as it started")
 
   await ok(t, admin.socket, 'cron.remove', { id: job.id })
   t.same((await cronEvent(reader.socket, job.id, 'removed')).payload, { jobId: job.id, action: 'removed' })

@@ -94,7 +94,7 @@ export class CronDelivery {
     if (audience.length === 0) return
     const runs = await this.prisma.cronRun.findMany({ where: { id: { in: runIds } } })
     for (const run of runs) {
-      const payload: CronEvent = { jobId: run.jobId, action, run: toRunView(run) }
+      const payload: CronEvent = { jobId: run.jobId, action, run: action === 'started' ? asStarted(toRunView(run)) : toRunView(run) }
       for (const conn of audience) conn.sendEvent('cron', payload)
     }
   }
@@ -106,6 +106,12 @@ export class CronDelivery {
     const payload: CronEvent = { jobId, action, ...(row !== null && { job: toJobView(row) }), ...(nextRunAtMs !== null && { nextRunAtMs }) }
     for (const conn of audience) conn.sendEvent('cron', payload)
   }
+}
+
+/** The run as it was when it started: a fast run may have finished before its 'started' notice is delivered. */
+function asStarted (run: CronRunView): CronRunView {
+  const { finishedAtMs: _finished, error: _error, ...started } = run
+  return { ...started, status: 'running' }
 }
 
 function hasAny (items: Iterable<unknown>): boolean {
