@@ -15,6 +15,7 @@ import { isDatabaseUnavailable } from './db/errors.ts'
 import dbPlugin from './db/plugin.ts'
 import devicesPlugin from './devices/plugin.ts'
 import deviceRoutes from './devices/routes.ts'
+import eventRoutes from './events/routes.ts'
 import gatewayPlugin from './gateway/plugin.ts'
 import metricsPlugin from './metrics/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
@@ -91,6 +92,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(deviceRoutes)
     await api.register(auditRoutes)
     await api.register(cronRoutes)
+    await api.register(eventRoutes)
   }, { prefix: '/api/v1' })
 
   return app
