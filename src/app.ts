@@ -8,6 +8,7 @@ import fp from 'fastify-plugin'
 import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
 import { fastifyTrustProxy, type Config } from './config.ts'
+import consolePlugin from './console/plugin.ts'
 import auditRoutes from './audit/routes.ts'
 import cronPlugin from './cron/plugin.ts'
 import cronRoutes from './cron/routes.ts'
@@ -94,6 +95,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(cronRoutes)
     await api.register(eventRoutes)
   }, { prefix: '/api/v1' })
+  await app.register(consolePlugin)
 
   return app
 }
