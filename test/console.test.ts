@@ -2,10 +2,13 @@
 // and end to end in Debian's headless Chromium driven by playwright-core.
 // Screenshots of every page go to .artifacts/console/ (gitignored).
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import type { AxeResults } from 'axe-core'
+import Fastify from 'fastify'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import t from 'tap'
-import { CONSOLE_CSP, CONSOLE_ROOT } from '../src/console/plugin.ts'
+import consolePlugin, { CONSOLE_CSP, CONSOLE_ROOT } from '../src/console/plugin.ts'
 import { TestDevice } from './helpers/device.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
@@ -15,6 +18,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
 const ARTIFACTS = fileURLToPath(new URL('../.artifacts/console/', import.meta.url))
 const TOKEN_KEY = 'scopegate.adminToken'
+// axe-core, the accessibility rules engine, run inside each page (WCAG 2.x A and AA rules).
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
 
 // Tokens expire within 2 days here, so the devices page has one to highlight with its default 7-day window.
 const server = await startServer(t, { deviceTokenTtlMs: 2 * 86_400_000 })
@@ -60,6 +65,18 @@ t.test('answers the console\'s own routes with index.html and a missing file wit
   }
 })
 
+t.test('without a build, /console says so with a 503 instead of failing the server', async (t) => {
+  const app = Fastify()
+  await app.register(consolePlugin, { root: '/nonexistent/console-build' })
+  t.teardown(async () => { await app.close() })
+  for (const url of ['/console', '/console/devices']) {
+    const res = await app.inject({ url })
+    t.equal(res.statusCode, 503)
+    t.match(res.body, /npm run build/)
+    t.equal(res.headers['content-security-policy'], CONSOLE_CSP)
+  }
+})
+
 t.test('the API and the gateway keep their own headers (no console CSP)', async (t) => {
   const api = await server.api('GET', '/api/v1/devices')
   t.equal(api.status, 200)
@@ -77,8 +94,10 @@ t.test('end to end in headless Chromium', async (t) => {
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
   t.teardown(async () => { await browser.close() })
   const problems: string[] = []
+  const a11y: string[] = []
   const shot = async (page: Page, name: string): Promise<void> => {
     await page.screenshot({ path: `${ARTIFACTS}${name}.png`, fullPage: true })
+    a11y.push(...await accessibility(page, name))
   }
 
   const desktop = await openConsole(browser, { width: 1280, height: 860 }, problems)
@@ -269,6 +288,7 @@ t.test('end to end in headless Chromium', async (t) => {
   })
 
   t.same(problems, [], 'no page error and no CSP violation in any page')
+  t.same(a11y, [], 'axe-core finds no WCAG 2 A/AA violation on any page shot')
   t.ok(readdirSync(ARTIFACTS).filter((f) => f.endsWith('.png')).length >= 11, `screenshots in ${ARTIFACTS}`)
   t.ok(readFileSync(`${ARTIFACTS}02-requests.png`).length > 1000)
 })
@@ -282,4 +302,16 @@ async function openConsole (browser: Browser, viewport: { width: number, height:
     if (message.type() === 'error' && /Content.Security.Policy|Refused to/i.test(message.text())) problems.push(`CSP: ${message.text()}`)
   })
   return { context, page }
+}
+
+/** The WCAG 2 A/AA violations axe-core finds in the page as it is now, one line each. */
+async function accessibility (page: Page, label: string): Promise<string[]> {
+  // Evaluated through the DevTools protocol, which the page's CSP does not govern (a <script> tag would be refused).
+  if (!await page.evaluate(() => 'axe' in window)) await page.evaluate(AXE_SOURCE)
+  const violations = await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run: (context: Document, options: object) => Promise<AxeResults> } }).axe
+    const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] } })
+    return result.violations.map((v) => `${v.id} (${v.impact ?? 'n/a'}): ${v.help}; ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`)
+  })
+  return violations.map((line) => `${label}: ${line}`)
 }

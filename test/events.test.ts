@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import SwaggerParser from '@apidevtools/swagger-parser'
 import t from 'tap'
 import { signAdminToken } from '../src/auth/admin-jwt.ts'
 import { EventStream } from './helpers/events.ts'
@@ -38,6 +39,7 @@ t.test('GET /api/v1/events needs an admin JWT in the Authorization header; viewe
 
 t.test('is in the OpenAPI document, with its events described', async (t) => {
   const doc = await a.api('GET', '/api/v1/openapi.json')
+  await t.resolves(SwaggerParser.validate(structuredClone(doc.body)), 'the document is still valid OpenAPI 3')
   const op = doc.body.paths['/api/v1/events']?.get
   t.ok(op, 'GET /api/v1/events is documented')
   t.ok(op.responses['200'].content['text/event-stream'], 'as a text/event-stream response')
@@ -96,6 +98,16 @@ t.test('the stream ends with `end` (token expired) when the token that opened it
   t.same(end.data, { reason: 'token expired' })
   await stream.ended
   t.pass('the server closed the response')
+})
+
+t.test('losing the notification listener ends open streams with `end` (service unavailable)', async (t) => {
+  const c = await startServer(t)
+  const stream = await EventStream.open(c.httpUrl, c.adminToken())
+  await stream.event('ready')
+  // What the readiness monitor reports when the LISTEN connection drops (fail-closed.test.ts cuts it for real).
+  c.app.readiness.emit('change', false, { db: true, migrations: true, listener: false })
+  t.same((await stream.event('end')).data, { reason: 'service unavailable' })
+  await stream.ended
 })
 
 t.test('closing the server ends open streams with `end` (service restart)', async (t) => {
