@@ -13,6 +13,8 @@ COPY tsconfig.json prisma.config.ts ./
 COPY prisma ./prisma
 COPY src ./src
 COPY bin ./bin
+# prepare's build also bundles the web console (src/console/web, Vite) into
+# dist/console/web, which the runtime stage gets with dist.
 # --omit=optional as well: prisma, typescript and react are installed as
 # optional peers of @prisma/client ("devOptional" in the lockfile), and
 # --omit=dev alone keeps them (~250 MB the runtime never loads).

@@ -8,6 +8,7 @@ import fp from 'fastify-plugin'
 import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
 import { fastifyTrustProxy, type Config } from './config.ts'
+import consolePlugin from './console/plugin.ts'
 import auditRoutes from './audit/routes.ts'
 import cronPlugin from './cron/plugin.ts'
 import cronRoutes from './cron/routes.ts'
@@ -15,6 +16,7 @@ import { isDatabaseUnavailable } from './db/errors.ts'
 import dbPlugin from './db/plugin.ts'
 import devicesPlugin from './devices/plugin.ts'
 import deviceRoutes from './devices/routes.ts'
+import eventRoutes from './events/routes.ts'
 import gatewayPlugin from './gateway/plugin.ts'
 import metricsPlugin from './metrics/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
@@ -95,7 +97,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(deviceRoutes)
     await api.register(auditRoutes)
     await api.register(cronRoutes)
+    await api.register(eventRoutes)
   }, { prefix: '/api/v1' })
+  await app.register(consolePlugin)
 
   return app
 }
