@@ -7,6 +7,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import fp from 'fastify-plugin'
 import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
+import { systemClock, type Clock } from './clock.ts'
 import { fastifyTrustProxy, type Config } from './config.ts'
 import auditRoutes from './audit/routes.ts'
 import cronPlugin from './cron/plugin.ts'
@@ -26,6 +27,8 @@ import { registerValidation } from './schemas/validation.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config
+    /** The time token expiry is decided by (BuildOptions.clock). */
+    clock: Clock
   }
 }
 
@@ -34,6 +37,8 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json
 export interface BuildOptions {
   /** Where log lines go (default stdout); tests pass a stream to read them. */
   logStream?: NodeJS.WritableStream
+  /** The clock that decides token expiry (default: the system clock); tests pass one they advance. */
+  clock?: Clock
 }
 
 /** Never let a secret reach a log line, whatever gets logged. */
@@ -56,6 +61,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     pluginTimeout: 60_000 }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(fp(async (instance) => { instance.decorate('config', config) }, { name: 'config' }))
+  await app.register(fp(async (instance) => { instance.decorate('clock', options.clock ?? systemClock) }, { name: 'clock' }))
   registerBodyParsing(app)
   registerValidation(app)
   registerErrorHandling(app)
