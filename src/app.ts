@@ -20,6 +20,7 @@ import gatewayPlugin from './gateway/plugin.ts'
 import metricsPlugin from './metrics/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
 import pairingRoutes from './pairing/routes.ts'
+import policiesPlugin from './policies/plugin.ts'
 import { registerRestRateLimit } from './rest-rate-limit.ts'
 import { ErrorResponse } from './schemas/common.ts'
 import { registerValidation } from './schemas/validation.ts'
@@ -97,6 +98,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(deviceRoutes)
     await api.register(auditRoutes)
     await api.register(cronRoutes)
+    await api.register(policiesPlugin)
   }, { prefix: '/api/v1' })
 
   return app
