@@ -7,6 +7,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOpt
 import fp from 'fastify-plugin'
 import secureJson from 'secure-json-parse'
 import adminJwt from './auth/admin-jwt.ts'
+import { systemClock, type Clock } from './clock.ts'
 import { fastifyTrustProxy, type Config } from './config.ts'
 import consolePlugin from './console/plugin.ts'
 import auditRoutes from './audit/routes.ts'
@@ -22,6 +23,7 @@ import metricsPlugin from './metrics/plugin.ts'
 import pairingPlugin from './pairing/plugin.ts'
 import pairingRoutes from './pairing/routes.ts'
 import { bufferedStdout } from './logging.ts'
+import policiesPlugin from './policies/plugin.ts'
 import { registerRestRateLimit } from './rest-rate-limit.ts'
 import { ErrorResponse } from './schemas/common.ts'
 import { registerValidation } from './schemas/validation.ts'
@@ -29,6 +31,8 @@ import { registerValidation } from './schemas/validation.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config
+    /** The time token expiry is decided by (BuildOptions.clock). */
+    clock: Clock
   }
 }
 
@@ -37,6 +41,8 @@ export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json
 export interface BuildOptions {
   /** Where log lines go (default stdout); tests pass a stream to read them. */
   logStream?: NodeJS.WritableStream
+  /** The clock that decides token expiry (default: the system clock); tests pass one they advance. */
+  clock?: Clock
 }
 
 /** Never let a secret reach a log line, whatever gets logged. */
@@ -62,6 +68,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   if (stdout !== undefined) app.addHook('onClose', async () => { stdout.stop() })
 
   await app.register(fp(async (instance) => { instance.decorate('config', config) }, { name: 'config' }))
+  await app.register(fp(async (instance) => { instance.decorate('clock', options.clock ?? systemClock) }, { name: 'clock' }))
   registerBodyParsing(app)
   registerValidation(app)
   registerErrorHandling(app)
@@ -98,6 +105,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(auditRoutes)
     await api.register(cronRoutes)
     await api.register(eventRoutes)
+    await api.register(policiesPlugin)
   }, { prefix: '/api/v1' })
   await app.register(consolePlugin)
 

@@ -493,6 +493,7 @@ t.test('every command has --help with the connection options', async (t) => {
   t.same(names.sort(), [
     'audit', 'cron add', 'cron list', 'cron remove', 'cron run', 'cron runs', 'cron show',
     'devices list', 'devices remove', 'devices show', 'grants add', 'grants revoke', 'grants set',
+    'policies add', 'policies evaluate', 'policies list', 'policies remove', 'policies show', 'policies update',
     'requests approve', 'requests list', 'requests reject', 'requests show', 'tokens revoke', 'tokens rotate'
   ])
   for (const command of admin) {

@@ -1,30 +1,98 @@
+// Device token expiry with a clock the test moves (buildApp's `clock`
+// option): no short TTLs, no sleeps. The server runs with the production
+// default DEVICE_TOKEN_TTL_MS (30 days) unless a test says otherwise.
 import t from 'tap'
+import { assertOpen } from './helpers/device.ts'
+import { ManualClock } from './helpers/clock.ts'
 import { pairDevice } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
-t.test('a connection that logged in with a device token closes `device token expired` when the token expires', async (t) => {
-  const ttlMs = 1500
-  const server = await startServer(t, { deviceTokenTtlMs: ttlMs })
-  const token = server.config.gatewayToken
+const DAY_MS = 86_400_000
+const TTL_MS = 30 * DAY_MS
+
+t.test('a connection that logged in with a device token closes `device token expired` when the token expires, not before', async (t) => {
+  const clock = new ManualClock()
+  const server = await startServer(t, {}, false, { clock })
+  t.equal(server.config.deviceTokenTtlMs, TTL_MS, 'the production default')
   const { device, deviceToken, hello } = await pairDevice(server, ['operator.read'])
-  const issuedAtMs: number = hello.auth.issuedAtMs
+  t.equal(hello.auth.issuedAtMs, clock.now(), 'the token is minted at the clock\'s time')
 
   const withToken = await device.connect(server.wsUrl, { deviceToken, scopes: ['operator.read'] })
   t.equal(withToken.res.ok, true)
-  const withGatewayToken = await device.connect(server.wsUrl, { token, scopes: ['operator.read'] })
+  const withGatewayToken = await device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes: ['operator.read'] })
   t.equal(withGatewayToken.res.ok, true)
-  const closed = await withToken.socket.closed
-  t.same(closed, { code: 1008, reason: 'device token expired' })
-  t.ok(Date.now() >= issuedAtMs + ttlMs, 'not before the expiry')
-  t.notOk(withGatewayToken.socket.isClosed, 'a connection that logged in with the gateway token stays open')
-  await withGatewayToken.socket.close()
 
+  clock.advance(TTL_MS - 1)
+  await assertOpen(t, withToken.socket, 'one millisecond before the expiry')
+
+  clock.advance(1)
+  t.same(await withToken.socket.closedWithin(5000), { code: 1008, reason: 'device token expired' })
+  await assertOpen(t, withGatewayToken.socket, 'a connection that logged in with the gateway token')
+  await withGatewayToken.socket.close()
+})
+
+t.test('an expired token is refused at connect; the next connect with the gateway token mints a new one', async (t) => {
+  const clock = new ManualClock()
+  const server = await startServer(t, {}, false, { clock })
+  const { device, deviceToken } = await pairDevice(server, ['operator.read'])
+
+  clock.advance(TTL_MS - 1)
+  const stillValid = await device.connect(server.wsUrl, { deviceToken, scopes: ['operator.read'] })
+  t.equal(stillValid.res.ok, true, 'valid until its last millisecond')
+  await stillValid.socket.close()
+
+  clock.advance(1)
   const expired = await device.connect(server.wsUrl, { deviceToken, scopes: ['operator.read'] })
   t.same(expired.res.error, { code: 'INVALID_REQUEST', message: 'device token expired', details: { code: 'AUTH_DEVICE_TOKEN_EXPIRED' } })
   t.same(await expired.socket.closed, { code: 1008, reason: 'device token expired' })
 
-  const renewed = await device.connect(server.wsUrl, { token, scopes: ['operator.read'] })
-  t.type(renewed.res.payload.auth.deviceToken, 'string', 'the next connect with the gateway token mints a new one')
+  const renewed = await device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes: ['operator.read'] })
+  t.type(renewed.res.payload?.auth?.deviceToken, 'string', 'a new token in hello-ok')
   t.not(renewed.res.payload.auth.deviceToken, deviceToken)
+  t.equal(renewed.res.payload.auth.issuedAtMs, clock.now())
   await renewed.socket.close()
+
+  const listed = await server.api('GET', `/api/v1/devices/${device.id}`)
+  t.equal(listed.body.tokens[0].expiresAtMs, clock.now() + TTL_MS, 'the new token expires a TTL after it was minted')
+})
+
+t.test('rotation extends the expiry; tokensExpiringWithinMs lists by the same clock', async (t) => {
+  const clock = new ManualClock()
+  const server = await startServer(t, {}, false, { clock })
+  const { device } = await pairDevice(server, ['operator.read'])
+  const mintedAtMs = clock.now()
+
+  const expiring = async (withinMs: number): Promise<string[]> =>
+    (await server.api('GET', `/api/v1/devices?tokensExpiringWithinMs=${withinMs}`)).body.items.map((d: { deviceId: string }) => d.deviceId)
+  t.same(await expiring(TTL_MS - 1), [], 'not within a TTL minus 1 ms')
+  t.same(await expiring(TTL_MS), [device.id])
+
+  clock.advance(20 * DAY_MS)
+  t.same(await expiring(10 * DAY_MS), [device.id], 'ten days left after twenty')
+
+  const rotated = await server.api('POST', `/api/v1/devices/${device.id}/tokens/operator/rotate`, { body: {} })
+  t.equal(rotated.status, 200)
+  t.equal(rotated.body.rotatedAtMs, clock.now())
+  t.equal(rotated.body.expiresAtMs, clock.now() + TTL_MS, 'a full TTL from the rotation')
+  t.ok(rotated.body.expiresAtMs > mintedAtMs + TTL_MS)
+  t.same(await expiring(10 * DAY_MS), [], 'no longer expiring soon')
+
+  const conn = await device.connect(server.wsUrl, { deviceToken: rotated.body.token, scopes: ['operator.read'] })
+  t.equal(conn.res.ok, true)
+  clock.advance(10 * DAY_MS)
+  await assertOpen(t, conn.socket, 'past the first token\'s expiry')
+  clock.advance(20 * DAY_MS)
+  t.same(await conn.socket.closedWithin(5000), { code: 1008, reason: 'device token expired' }, 'closes at the rotated token\'s expiry')
+})
+
+t.test('DEVICE_TOKEN_TTL_MS=0: tokens never expire, and no timer is armed', async (t) => {
+  const clock = new ManualClock()
+  const server = await startServer(t, { deviceTokenTtlMs: 0 }, false, { clock })
+  const { device, deviceToken } = await pairDevice(server, ['operator.read'])
+  const conn = await device.connect(server.wsUrl, { deviceToken, scopes: ['operator.read'] })
+  t.equal(conn.res.ok, true)
+  t.equal(clock.pendingTimers, 0)
+  clock.advance(3650 * DAY_MS)
+  await assertOpen(t, conn.socket, 'ten years later')
+  await conn.socket.close()
 })

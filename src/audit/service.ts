@@ -5,6 +5,7 @@ export type AuditAction =
   | 'pairing.requested' | 'pairing.approved' | 'pairing.rejected' | 'pairing.superseded' | 'pairing.expired'
   | 'device.removed' | 'scopes.set' | 'scopes.added' | 'scope.revoked' | 'token.rotated' | 'token.revoked'
   | 'cron.added' | 'cron.updated' | 'cron.removed'
+  | 'policy.created' | 'policy.updated' | 'policy.deleted'
 
 export interface AuditRecord {
   actor: string

@@ -19,6 +19,10 @@ declare module '@fastify/jwt' {
 }
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route that changes nothing although its method is not GET (a dry run): viewers may call it. */
+    readOnly?: boolean
+  }
   interface FastifyInstance {
     /** onRequest hook for admin routes: a valid admin JWT; viewers may only read. */
     requireAdmin: (request: FastifyRequest) => Promise<void>
@@ -48,7 +52,7 @@ async function adminJwtPlugin (app: FastifyInstance): Promise<void> {
       throw new Errors.Unauthorized(`invalid admin token: ${(err as Error).message}`)
     }
     if (!isAdminClaims(claims)) throw new Errors.Unauthorized('admin token needs a sub claim and a role claim of admin or viewer')
-    if (claims.role === 'viewer' && !READ_METHODS.has(request.method)) throw new Errors.ViewerReadOnly(request.method)
+    if (claims.role === 'viewer' && !READ_METHODS.has(request.method) && request.routeOptions.config?.readOnly !== true) throw new Errors.ViewerReadOnly(request.method)
   })
 }
 

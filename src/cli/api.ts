@@ -30,6 +30,8 @@ export interface RequestOptions {
   notFoundHint?: string
   /** What to do next when the server answers 409. */
   conflictHint?: string
+  /** What to do next when the server answers 400 with one of these codes. */
+  badRequestHints?: Record<string, string>
 }
 
 const ADMIN_TOKEN_HINT = 'create one with `scopegate admin-token` and pass it with --token or SCOPEGATE_TOKEN'
@@ -135,8 +137,10 @@ export class AdminApi {
       }
       case 503:
         return new CliError(`the gateway at ${this.baseUrl} is not ready (${message}): try again shortly; ${this.baseUrl}/readyz shows which check fails`)
-      case 400:
-        return new CliError(`invalid input: ${message}`)
+      case 400: {
+        const hint = detail !== undefined ? options.badRequestHints?.[detail.code] : undefined
+        return new CliError(`invalid input: ${message}${hint !== undefined ? `: ${hint}` : ''}`)
+      }
       default:
         if (status >= 500) return new CliError(`the gateway at ${this.baseUrl} failed (${status} ${message}): see its log`)
         return new CliError(`refused: ${message}`)

@@ -1,4 +1,4 @@
-import { array, boolean, type Infer, number, object, optional, page, record, string, unknownRecord } from './guards.ts'
+import { array, boolean, type Infer, nil, number, object, optional, page, record, string, union, unknownRecord } from './guards.ts'
 
 // The answers the CLI reads, as in API.md and the server's route schemas
 // (src/pairing/schemas.ts, src/devices/schemas.ts, src/cron/routes.ts,
@@ -105,3 +105,36 @@ export const CronRun = object({
 export const CronRuns = object({ items: array(CronRun) })
 export const CronRemoved = object({ ok: boolean, removed: boolean })
 export const CronRan = object({ ok: boolean, ran: boolean, runId: optional(string) })
+
+const optionalStrings = optional(strings)
+
+export const Policy = object({
+  id: string,
+  name: string,
+  priority: number,
+  enabled: boolean,
+  match: object({
+    roles: optionalStrings,
+    clientIds: optionalStrings,
+    clientModes: optionalStrings,
+    platforms: optionalStrings,
+    reasons: optionalStrings,
+    deviceIds: optionalStrings,
+    scopesWithin: optionalStrings
+  }),
+  action: string,
+  scopes: optionalStrings,
+  allowPrivileged: boolean,
+  createdBy: string,
+  createdAtMs: number,
+  updatedAtMs: optional(number)
+})
+export type Policy = Infer<typeof Policy>
+export const PolicyDeleted = object({ id: string })
+export const PolicyEvaluation = object({
+  policyId: union(string, nil),
+  policyName: optional(string),
+  action: string,
+  scopes: optionalStrings,
+  leftOutScopes: optionalStrings
+})

@@ -4,6 +4,7 @@ import { generateToken, hashToken } from '../auth/tokens.ts'
 import { writeAudit, type AuditAction } from '../audit/service.ts'
 import type { BusMessage, NotifyBus } from '../db/bus.ts'
 import type { Database } from '../db/database.ts'
+import { systemClock, type Clock } from '../clock.ts'
 import { lockDevice } from '../db/locks.ts'
 import { Errors, withDetails } from '../errors.ts'
 import type { Prisma } from '../generated/prisma/client.ts'
@@ -60,13 +61,13 @@ export function validateScopes (scopes: readonly string[]): void {
  * connections it affects.
  */
 export class DeviceService {
-  constructor (private readonly db: Database, private readonly bus: NotifyBus, private readonly tokenTtlMs: number) {}
+  constructor (private readonly db: Database, private readonly bus: NotifyBus, private readonly tokenTtlMs: number, private readonly clock: Clock = systemClock) {}
 
   async list (query: DeviceListQuery): Promise<Page<PairedDevice>> {
     const where: Prisma.DeviceWhereInput = {}
     if (query.tokensExpiringWithinMs !== undefined) {
       // Any window past the last representable time means "every expiring token", not an Invalid Date.
-      const until = Math.min(Date.now() + query.tokensExpiringWithinMs, MAX_DATE_MS)
+      const until = Math.min(this.clock.now() + query.tokensExpiringWithinMs, MAX_DATE_MS)
       where.tokens = { some: { revokedAt: null, expiresAt: { not: null, lte: new Date(until) } } }
     }
     const cursor = decodeCursor(query.cursor)
@@ -159,7 +160,7 @@ export class DeviceService {
     validateRole(role)
     if (scopes !== undefined) validateScopes(scopes)
     const token = generateToken()
-    const now = new Date()
+    const now = new Date(this.clock.now())
     const expiresAt = this.tokenTtlMs > 0 ? new Date(now.getTime() + this.tokenTtlMs) : null
     const { oldTokenId, tokenScopes } = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, deviceId)

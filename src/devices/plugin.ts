@@ -9,7 +9,7 @@ declare module 'fastify' {
 }
 
 async function devicesPlugin (app: FastifyInstance): Promise<void> {
-  app.decorate('devices', new DeviceService(app.db, app.bus, app.config.deviceTokenTtlMs))
+  app.decorate('devices', new DeviceService(app.db, app.bus, app.config.deviceTokenTtlMs, app.clock))
 }
 
-export default fp(devicesPlugin, { name: 'devices', dependencies: ['db'] })
+export default fp(devicesPlugin, { name: 'devices', dependencies: ['db', 'clock'] })

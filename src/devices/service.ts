@@ -134,14 +134,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (device_id, role) DO UPDATE SET token_id = EXCLUDED.token_id, token_hash = EXCLUDED.token_hash,
   scopes = EXCLUDED.scopes, created_at = EXCLUDED.created_at, rotated_at = NULL, revoked_at = NULL,
   expires_at = EXCLUDED.expires_at
-WHERE device_tokens.revoked_at IS NOT NULL OR device_tokens.expires_at <= now()
+WHERE device_tokens.revoked_at IS NOT NULL OR device_tokens.expires_at <= $6
 RETURNING token_id`
 
-/** Mints the device token for a role; null when another connect minted it first. */
-export async function mintDeviceToken (sql: SqlClient, deviceId: string, role: string, scopes: string[], ttlMs: number): Promise<MintedToken | null> {
+/**
+ * Mints the device token for a role; null when another connect minted it
+ * first. `nowMs` is the clock expiry is decided by (the gateway's Clock).
+ */
+export async function mintDeviceToken (sql: SqlClient, deviceId: string, role: string, scopes: string[], ttlMs: number, nowMs: number = Date.now()): Promise<MintedToken | null> {
   const token = generateToken()
   const tokenId = randomUUID()
-  const issuedAtMs = Date.now()
+  const issuedAtMs = nowMs
   const expiresAtMs = ttlMs > 0 ? issuedAtMs + ttlMs : null
   const { rows } = await sql.query(MINT_SQL, [
     deviceId, role, tokenId, hashToken(token), sortedScopes(scopes), new Date(issuedAtMs),

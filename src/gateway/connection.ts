@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
+import { MAX_TIMER_MS, type Clock, type Timer } from '../clock.ts'
 import type { WebSocket, RawData } from 'ws'
 import type { LastSeenRecorder } from '../devices/service.ts'
 import type { MethodTable } from '../methods/index.ts'
@@ -26,6 +27,8 @@ export interface ConnectionDeps {
   lastSeen: LastSeenRecorder
   policy: GatewayPolicy
   log: FastifyBaseLogger
+  /** Decides token expiry (the challenge time, the handshake's checks, the expiry close). */
+  clock: Clock
   serverVersion: string
   events: readonly string[]
   startedAtMs: number
@@ -39,7 +42,6 @@ export interface ConnectionDeps {
 type State = 'awaiting-connect' | 'authenticating' | 'open' | 'closed'
 
 const MAX_QUEUED_DURING_HANDSHAKE = 32
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** One WebSocket client, from challenge to close. */
 export class GatewayConnection {
@@ -47,8 +49,9 @@ export class GatewayConnection {
   admission: Admission | undefined
   alive = true
   #state: State = 'awaiting-connect'
-  #challenge: Challenge = { nonce: randomUUID(), ts: Date.now() }
+  #challenge: Challenge
   #timer: NodeJS.Timeout | undefined
+  #expiryTimer: Timer | undefined
   #queued: RequestFrame[] = []
   #inflight = 0
   #draining = false
@@ -59,6 +62,7 @@ export class GatewayConnection {
   #closeCounted = false
 
   constructor (readonly socket: WebSocket, private readonly deps: ConnectionDeps, readonly remoteAddress: string) {
+    this.#challenge = { nonce: randomUUID(), ts: deps.clock.now() }
     const rate = deps.policy.rpcRatePerConn
     this.#rpcBucket = rate > 0 ? new TokenBucket(rate, rate) : null
   }
@@ -259,18 +263,19 @@ export class GatewayConnection {
   /** A connection that logged in with a device token closes when that token expires. */
   #closeWhenTokenExpires (expiresAtMs: number | null): void {
     if (expiresAtMs === null) return
-    // setTimeout holds at most ~24.8 days: wake up and look again when the expiry is further away.
-    const delay = Math.min(expiresAtMs - Date.now(), MAX_TIMER_MS)
-    this.#timer = setTimeout(() => {
-      if (Date.now() >= expiresAtMs) this.close(Close.deviceTokenExpired)
+    const { clock } = this.deps
+    // A timer holds at most ~24.8 days: wake up and look again when the expiry is further away.
+    const delay = Math.min(expiresAtMs - clock.now(), MAX_TIMER_MS)
+    this.#expiryTimer = clock.setTimer(() => {
+      if (clock.now() >= expiresAtMs) this.close(Close.deviceTokenExpired)
       else this.#closeWhenTokenExpires(expiresAtMs)
     }, Math.max(0, delay))
-    this.#timer.unref()
   }
 
   #onClose (code: number): void {
     this.#state = 'closed'
     clearTimeout(this.#timer)
+    this.#expiryTimer?.cancel()
     this.deps.registry.delete(this)
     // Not closed by the gateway nor by ws: the peer closed, or vanished (1006).
     if (!this.#closeCounted) {

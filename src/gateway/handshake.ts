@@ -5,7 +5,7 @@ import { tokenMatchesHash } from '../auth/tokens.ts'
 import type { HotSqlClient } from '../db/database.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
 import { loadDeviceAccess, mintDeviceToken, type DeviceAccess, type MintedToken } from '../devices/service.ts'
-import type { PairingAsk, PairingReason, PairingRequestView, PairingService } from '../pairing/service.ts'
+import type { PairingAsk, PairingDecision, PairingReason, PairingService, PolicyRef } from '../pairing/service.ts'
 import { Close, type CloseSpec } from './close.ts'
 import { invalidField, isConnectParams, PROTOCOL_VERSION, type ConnectParams, type ErrorShape } from './frames.ts'
 
@@ -41,6 +41,7 @@ export interface HandshakeDeps {
   pairing: PairingService
   gatewayTokenHash: Buffer
   deviceTokenTtlMs: number
+  /** The clock token expiry and the signature window are judged by (Date.now by default). */
   now?: () => number
 }
 
@@ -154,6 +155,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
   }
 
   const scopes = uniqueScopes(params.scopes)
+  let roleScopes = access?.roleScopes ?? []
   const reason = pairingReason(access, scopes, platform, deviceFamily)
   if (reason !== null) {
     const ask: PairingAsk = {
@@ -167,13 +169,15 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
       clientMode: params.client.mode,
       ...(params.client.displayName !== undefined && { displayName: params.client.displayName })
     }
-    let request: PairingRequestView
+    // The approval policies are tried first; without one that decides, the ask waits for an admin.
+    let decision: PairingDecision
     try {
-      request = await deps.pairing.requestPairing(ask, reason)
+      decision = await deps.pairing.decide(ask, reason)
     } catch (err) {
       return failure(err)
     }
-    return pairingRequired(reason, request, access)
+    if (decision.kind !== 'approved') return pairingRequired(decision, ask, access)
+    roleScopes = decision.roleScopes
   }
 
   let issued: MintedToken | null = null
@@ -184,7 +188,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
       tokenId = current.id
     } else {
       try {
-        issued = await mintDeviceToken(deps.sql, device.id, params.role, access?.roleScopes ?? [], deps.deviceTokenTtlMs)
+        issued = await mintDeviceToken(deps.sql, device.id, params.role, roleScopes, deps.deviceTokenTtlMs, now)
       } catch (err) {
         return failure(err)
       }
@@ -203,22 +207,59 @@ export function pairingReason (access: DeviceAccess | null, scopes: string[], pl
   return null
 }
 
-export function remediationHint (reason: PairingReason, request: PairingRequestView): string {
-  const approve = `ask an admin to run: scopegate requests approve ${request.requestId}`
-  switch (reason) {
-    case 'not-paired':
-      return `this device is not paired yet; ${approve}`
-    case 'role-upgrade':
-      return `this device is paired, but not for role ${request.role}; ${approve}`
-    case 'scope-upgrade':
-      return `this device asked for scopes beyond its approval and cannot approve its own upgrade; ${approve}`
-    case 'metadata-upgrade':
-      return `this device's platform or deviceFamily changed since it was approved; ${approve}`
-  }
+const CONSOLE_HINT = 'or approve it under Pending requests at /console'
+
+function approveCommand (requestId: string): string {
+  return `ask an admin to run: scopegate requests approve ${requestId}, ${CONSOLE_HINT}`
 }
 
-function pairingRequired (reason: PairingReason, request: PairingRequestView, access: DeviceAccess | null): HandshakeResult {
+function quoted (policy: PolicyRef): string {
+  return `approval policy "${policy.name}" (${policy.id})`
+}
+
+/**
+ * One line a person can act on: why the connect was refused and the exact
+ * next step (the CLI command and the console page that approve the request,
+ * or the policy that rejected it).
+ */
+export function remediationHint (decision: Exclude<PairingDecision, { kind: 'approved' }>): string {
+  if (decision.kind === 'rejected') {
+    return `${quoted(decision.policy)} rejected this ask and no request is pending; an admin can review the rule with: scopegate policies show ${decision.policy.id}`
+  }
+  const { request, partial, disabledMatch } = decision
+  const approve = approveCommand(request.requestId)
+  let hint: string
+  if (partial !== undefined) {
+    const granted = partial.granted.length > 0 ? `approved ${partial.granted.join(', ')}` : 'approved the device but none of the asked scopes'
+    hint = `${quoted(partial.policy)} ${granted}; the rest is beyond it and this device cannot approve its own upgrade; ${approve}`
+  } else {
+    switch (decision.reason) {
+      case 'not-paired':
+        hint = `this device is not paired yet; ${approve}`
+        break
+      case 'role-upgrade':
+        hint = `this device is paired, but not for role ${request.role}; ${approve}`
+        break
+      case 'scope-upgrade':
+        hint = `this device asked for scopes beyond its approval and cannot approve its own upgrade; ${approve}`
+        break
+      case 'metadata-upgrade':
+        hint = `this device's platform or deviceFamily changed since it was approved; ${approve}`
+        break
+    }
+  }
+  if (disabledMatch !== undefined) {
+    hint += `; the disabled ${quoted(disabledMatch)} would ${disabledMatch.action} it: scopegate policies update ${disabledMatch.id} --enable`
+  }
+  return hint
+}
+
+function pairingRequired (decision: Exclude<PairingDecision, { kind: 'approved' }>, ask: PairingAsk, access: DeviceAccess | null): HandshakeResult {
+  const reason = decision.reason
   const close = Close.pairingRequired(reason)
+  const approvedScopes = decision.kind === 'rejected'
+    ? decision.approvedScopes
+    : decision.partial?.approvedScopes ?? [...(access?.roleScopes ?? [])].sort()
   return {
     ok: false,
     outcome: reason,
@@ -228,12 +269,13 @@ function pairingRequired (reason: PairingReason, request: PairingRequestView, ac
       details: {
         code: 'PAIRING_REQUIRED',
         reason,
-        requestId: request.requestId,
-        deviceId: request.deviceId,
-        requestedRole: request.role,
-        requestedScopes: request.scopes,
-        approvedScopes: [...(access?.roleScopes ?? [])].sort(),
-        remediationHint: remediationHint(reason, request)
+        requestId: decision.kind === 'rejected' ? decision.requestId : decision.request.requestId,
+        deviceId: ask.deviceId,
+        requestedRole: decision.kind === 'rejected' ? ask.role : decision.request.role,
+        requestedScopes: decision.kind === 'rejected' ? ask.scopes : decision.request.scopes,
+        approvedScopes,
+        ...(decision.kind === 'rejected' && { policyId: decision.policy.id }),
+        remediationHint: remediationHint(decision)
       }
     },
     close

@@ -55,12 +55,13 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     rpcRatePerConn: config.rpcRatePerConn
   }
   const deps = {
-    handshake: { sql: db.sql, pairing, gatewayTokenHash: hashGatewayToken(config.gatewayToken), deviceTokenTtlMs: config.deviceTokenTtlMs },
+    handshake: { sql: db.sql, pairing, gatewayTokenHash: hashGatewayToken(config.gatewayToken), deviceTokenTtlMs: config.deviceTokenTtlMs, now: () => app.clock.now() },
     methods,
     registry,
     lastSeen,
     policy,
     log: app.log,
+    clock: app.clock,
     serverVersion: opts.version,
     events: GATEWAY_EVENTS,
     startedAtMs,
@@ -184,4 +185,4 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
   })
 }
 
-export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'metrics', 'pairing', 'devices', 'cron'] })
+export default fp(gatewayPlugin, { name: 'gateway', dependencies: ['db', 'metrics', 'pairing', 'devices', 'cron', 'clock'] })

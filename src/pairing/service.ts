@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { isScope, sortedScopes } from '../auth/scopes.ts'
+import { isScope, sortedScopes, uncoveredScopes } from '../auth/scopes.ts'
 import { writeAudit } from '../audit/service.ts'
 import type { NotifyBus, PairDecision } from '../db/bus.ts'
 import { lockDevice } from '../db/locks.ts'
@@ -9,6 +9,7 @@ import { Errors, withDetails } from '../errors.ts'
 import type { PairingRequest, Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
 import { isUuid } from '../schemas/ids.ts'
+import type { Policy, PolicyService, Verdict } from '../policies/service.ts'
 
 export const PAIRING_REASONS = ['not-paired', 'role-upgrade', 'scope-upgrade', 'metadata-upgrade'] as const
 export type PairingReason = (typeof PAIRING_REASONS)[number]
@@ -56,6 +57,30 @@ export interface ApprovalResult {
   requestId: string
   device: PairedDevice
 }
+
+/** A policy as a refusal names it. */
+export interface PolicyRef {
+  id: string
+  name: string
+}
+
+/**
+ * What became of a refused connect's ask once the approval policies were
+ * tried: admitted by a rule, rejected by one, or waiting for an admin (with
+ * what a rule granted already, or a disabled rule that would have matched).
+ */
+export type PairingDecision =
+  | { kind: 'approved', policy: PolicyRef, requestId: string | null, roleScopes: string[] }
+  | { kind: 'rejected', policy: PolicyRef, reason: PairingReason, requestId: string, approvedScopes: string[] }
+  | {
+      kind: 'pending'
+      reason: PairingReason
+      request: PairingRequestView
+      /** Set when a rule approved part of the ask: what it granted, and the role's scopes now. */
+      partial?: { policy: PolicyRef, granted: string[], approvedScopes: string[] }
+      /** No enabled rule matched, but this disabled one would have. */
+      disabledMatch?: PolicyRef & { action: Policy['action'] }
+    }
 
 export interface ListQuery {
   state: RequestState | 'all'
@@ -113,7 +138,9 @@ export class PairingService {
     private readonly db: Database,
     private readonly bus: NotifyBus,
     private readonly ttlMs: number,
-    private readonly onError: (err: Error) => void
+    private readonly onError: (err: Error) => void,
+    /** The approval policies tried before a request is left pending. */
+    readonly policies: PolicyService
   ) {}
 
   /**
@@ -147,22 +174,11 @@ export class PairingService {
       }
       const next = await tx.pairingRequest.create({
         data: {
-          id: nextId,
-          deviceId: ask.deviceId,
-          publicKey: ask.publicKey,
-          platform: ask.platform,
-          deviceFamily: ask.deviceFamily,
-          clientId: ask.clientId,
-          clientMode: ask.clientMode,
-          displayName: ask.displayName ?? null,
-          role: ask.role,
+          ...requestRow(nextId, ask, reason, now, this.ttlMs),
           roles: union(pending?.roles ?? [], [ask.role]),
           scopes: union(pending?.scopes ?? [], ask.scopes),
-          reason,
           isRepair,
           state: 'pending',
-          createdAt: now,
-          expiresAt: new Date(now.getTime() + this.ttlMs),
           approvedScopes: sortedScopes(approvedRole?.scopes ?? []),
           grantedScopes: []
         }
@@ -229,27 +245,7 @@ export class PairingService {
       await lockDevice(tx, request.deviceId)
       const now = new Date()
       await claimPending(tx, requestId, { state: 'approved', resolvedAt: now, resolvedBy: actor, grantedScopes: granted })
-      await upsertDevice(tx, request, now)
-      for (const role of request.roles) {
-        const existing = await tx.deviceRole.findUnique({ where: { deviceId_role: { deviceId: request.deviceId, role } } })
-        const scopesForRole = sortedScopes([...(existing?.scopes ?? []), ...(role === request.role ? granted : [])])
-        await tx.deviceRole.upsert({
-          where: { deviceId_role: { deviceId: request.deviceId, role } },
-          create: { deviceId: request.deviceId, role, scopes: scopesForRole, approvedAt: now },
-          update: { scopes: scopesForRole, ...(role === request.role && { approvedAt: now }) }
-        })
-        await tx.deviceToken.updateMany({ where: { deviceId: request.deviceId, role }, data: { scopes: scopesForRole } })
-      }
-      await writeAudit(tx, {
-        actor,
-        action: 'pairing.approved',
-        deviceId: request.deviceId,
-        requestId,
-        details: { role: request.role, roles: request.roles, requestedScopes: request.scopes, grantedScopes: granted }
-      })
-      const paired = await findPairedDevice(tx, request.deviceId)
-      if (paired === null) throw new Error(`device ${request.deviceId} vanished during approval`)
-      return paired
+      return await applyApproval(tx, request, granted, actor, now)
     })
     await this.#announce([{ requestId, deviceId: request.deviceId, decision: 'approved' }])
     return { requestId, device }
@@ -263,6 +259,111 @@ export class PairingService {
     })
     await this.#announce([{ requestId, deviceId: request.deviceId, decision: 'rejected' }])
     return { requestId, deviceId: request.deviceId }
+  }
+
+  /**
+   * A connect was refused for `reason`: the enabled approval policies are
+   * tried first (API.md). A rule that approves pairs the device at once (a
+   * decided request, actor `policy:<id>`); asked scopes it leaves out wait
+   * as a scope-upgrade request. A rule that rejects records a rejected
+   * request and leaves nothing pending. Without a rule, the ask becomes (or
+   * joins) the device's pending request as before.
+   */
+  async decide (ask: PairingAsk, reason: PairingReason): Promise<PairingDecision> {
+    const { verdict, disabledMatch } = await this.policies.decide({
+      role: ask.role,
+      scopes: ask.scopes,
+      reason,
+      clientId: ask.clientId,
+      clientMode: ask.clientMode,
+      platform: ask.platform,
+      deviceId: ask.deviceId
+    })
+    if (verdict === null) {
+      const request = await this.requestPairing(ask, reason)
+      return { kind: 'pending', reason, request, ...(disabledMatch !== null && { disabledMatch: { ...policyRef(disabledMatch), action: disabledMatch.action } }) }
+    }
+    const policy = policyRef(verdict.policy)
+    if (verdict.action === 'reject') {
+      const { requestId, approvedScopes } = await this.#rejectByPolicy(ask, reason, verdict.policy)
+      return { kind: 'rejected', policy, reason, requestId, approvedScopes }
+    }
+    const approval = await this.#approveByPolicy(ask, reason, verdict)
+    if (uncoveredScopes(ask.scopes, approval.roleScopes).length === 0) {
+      return { kind: 'approved', policy, requestId: approval.requestId, roleScopes: approval.roleScopes }
+    }
+    const request = await this.requestPairing(ask, 'scope-upgrade')
+    return { kind: 'pending', reason: 'scope-upgrade', request, partial: { policy, granted: verdict.granted, approvedScopes: sortedScopes(approval.roleScopes) } }
+  }
+
+  /**
+   * Approves this ask (narrowed to the rule's grant) under the device lock,
+   * so two instances deciding the same device approve once: the second finds
+   * the grant already in place and records nothing.
+   */
+  async #approveByPolicy (ask: PairingAsk, reason: PairingReason, verdict: Verdict): Promise<{ requestId: string | null, roleScopes: string[] }> {
+    const actor = `policy:${verdict.policy.id}`
+    const granted = sortedScopes(verdict.granted)
+    const result = await this.db.prisma.$transaction(async (tx) => {
+      await lockDevice(tx, ask.deviceId)
+      const device = await tx.device.findUnique({ where: { id: ask.deviceId }, include: { roles: true } })
+      const current = device?.roles.find((r) => r.role === ask.role)?.scopes ?? null
+      const upToDate = device != null && current !== null && device.platform === ask.platform &&
+        device.deviceFamily === ask.deviceFamily && uncoveredScopes(granted, current).length === 0
+      if (upToDate) return { requestId: null, roleScopes: current }
+      const now = new Date()
+      const request = await tx.pairingRequest.create({
+        data: {
+          ...requestRow(randomUUID(), ask, reason, now, this.ttlMs),
+          roles: [ask.role],
+          scopes: ask.scopes,
+          isRepair: (device?.roles.length ?? 0) > 0,
+          state: 'approved',
+          resolvedAt: now,
+          resolvedBy: actor,
+          approvedScopes: sortedScopes(current ?? []),
+          grantedScopes: granted
+        }
+      })
+      const paired = await applyApproval(tx, request, granted, actor, now, { reason, policyId: verdict.policy.id, policyName: verdict.policy.name })
+      return { requestId: request.id, roleScopes: paired.roleScopes[ask.role] ?? granted }
+    })
+    if (result.requestId !== null) await this.#announce([{ requestId: result.requestId, deviceId: ask.deviceId, decision: 'approved' }])
+    return result
+  }
+
+  /** Records this ask as a request the rule rejected at once: nothing is left pending for it. */
+  async #rejectByPolicy (ask: PairingAsk, reason: PairingReason, policy: Policy): Promise<{ requestId: string, approvedScopes: string[] }> {
+    const actor = `policy:${policy.id}`
+    const result = await this.db.prisma.$transaction(async (tx) => {
+      await lockDevice(tx, ask.deviceId)
+      const roles = await tx.deviceRole.findMany({ where: { deviceId: ask.deviceId } })
+      const approvedScopes = sortedScopes(roles.find((r) => r.role === ask.role)?.scopes ?? [])
+      const now = new Date()
+      const request = await tx.pairingRequest.create({
+        data: {
+          ...requestRow(randomUUID(), ask, reason, now, this.ttlMs),
+          roles: [ask.role],
+          scopes: ask.scopes,
+          isRepair: roles.length > 0,
+          state: 'rejected',
+          resolvedAt: now,
+          resolvedBy: actor,
+          approvedScopes,
+          grantedScopes: []
+        }
+      })
+      await writeAudit(tx, {
+        actor,
+        action: 'pairing.rejected',
+        deviceId: ask.deviceId,
+        requestId: request.id,
+        details: { reason, role: ask.role, scopes: ask.scopes, policyId: policy.id, policyName: policy.name }
+      })
+      return { requestId: request.id, approvedScopes }
+    })
+    await this.#announce([{ requestId: result.requestId, deviceId: ask.deviceId, decision: 'rejected' }])
+    return result
   }
 
   /** Marks every pending request past its expiry as expired, once across instances. */
@@ -333,6 +434,57 @@ export class PairingService {
       await this.bus.publish({ kind: 'pair.resolved', requestId: r.requestId, deviceId: r.deviceId, decision: r.decision, ts })
     }
   }
+}
+
+function policyRef (policy: Policy): PolicyRef {
+  return { id: policy.id, name: policy.name }
+}
+
+/** The fields of a new request row that come from the ask. */
+function requestRow (id: string, ask: PairingAsk, reason: PairingReason, now: Date, ttlMs: number) {
+  return {
+    id,
+    deviceId: ask.deviceId,
+    publicKey: ask.publicKey,
+    platform: ask.platform,
+    deviceFamily: ask.deviceFamily,
+    clientId: ask.clientId,
+    clientMode: ask.clientMode,
+    displayName: ask.displayName ?? null,
+    role: ask.role,
+    reason,
+    createdAt: now,
+    expiresAt: new Date(now.getTime() + ttlMs)
+  } satisfies Partial<Prisma.PairingRequestUncheckedCreateInput>
+}
+
+/**
+ * The approval itself, for an admin's decision and a policy's alike: pairs
+ * every role of the request, adds the granted scopes to its role, records
+ * its metadata and writes the `pairing.approved` row.
+ */
+async function applyApproval (tx: Tx, request: PairingRequest, granted: string[], actor: string, now: Date, extra: Prisma.InputJsonObject = {}): Promise<PairedDevice> {
+  await upsertDevice(tx, request, now)
+  for (const role of request.roles) {
+    const existing = await tx.deviceRole.findUnique({ where: { deviceId_role: { deviceId: request.deviceId, role } } })
+    const scopesForRole = sortedScopes([...(existing?.scopes ?? []), ...(role === request.role ? granted : [])])
+    await tx.deviceRole.upsert({
+      where: { deviceId_role: { deviceId: request.deviceId, role } },
+      create: { deviceId: request.deviceId, role, scopes: scopesForRole, approvedAt: now },
+      update: { scopes: scopesForRole, ...(role === request.role && { approvedAt: now }) }
+    })
+    await tx.deviceToken.updateMany({ where: { deviceId: request.deviceId, role }, data: { scopes: scopesForRole } })
+  }
+  await writeAudit(tx, {
+    actor,
+    action: 'pairing.approved',
+    deviceId: request.deviceId,
+    requestId: request.id,
+    details: { role: request.role, roles: request.roles, requestedScopes: request.scopes, grantedScopes: granted, ...extra }
+  })
+  const paired = await findPairedDevice(tx, request.deviceId)
+  if (paired === null) throw new Error(`device ${request.deviceId} vanished during approval`)
+  return paired
 }
 
 function notPending (requestId: string, state: string): Error {

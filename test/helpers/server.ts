@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
-import { buildApp } from '../../src/app.ts'
+import { buildApp, type BuildOptions } from '../../src/app.ts'
 import { signAdminToken, type AdminRole } from '../../src/auth/admin-jwt.ts'
 import { DEFAULT_LIMITS, type Config } from '../../src/config.ts'
 import { CONFIG_DEFAULTS } from './config-defaults.ts'
@@ -67,12 +67,12 @@ export function testConfig (overrides: Partial<Config> = {}): Config {
  * Starts the real app on a real port against its own Postgres schema (or
  * PGlite when databaseUrl is undefined) and tears it down with the test.
  */
-export async function startServer (t: Teardown, overrides: Partial<Config> = {}, keepSchema = false): Promise<TestServer> {
+export async function startServer (t: Teardown, overrides: Partial<Config> = {}, keepSchema = false, options: Pick<BuildOptions, 'clock'> = {}): Promise<TestServer> {
   const config = testConfig(overrides)
   let logText = ''
   const logStream = new PassThrough()
   logStream.on('data', (chunk: Buffer) => { logText += chunk.toString() })
-  const app = await buildApp(config, { logStream })
+  const app = await buildApp(config, { logStream, ...options })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no port')

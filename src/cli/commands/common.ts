@@ -82,7 +82,8 @@ interface IdKind {
 export const KINDS = {
   request: { noun: 'pairing request', path: '/pairing-requests', query: { state: 'all' }, full: UUID, listHint: 'scopegate requests list --all', idOf: (item) => item.requestId },
   device: { noun: 'paired device', path: '/devices', query: {}, full: DEVICE_ID, listHint: 'scopegate devices list', idOf: (item) => item.deviceId },
-  job: { noun: 'cron job', path: '/cron/jobs', query: {}, full: UUID, listHint: 'scopegate cron list', idOf: (item) => item.id }
+  job: { noun: 'cron job', path: '/cron/jobs', query: {}, full: UUID, listHint: 'scopegate cron list', idOf: (item) => item.id },
+  policy: { noun: 'policy', path: '/policies', query: {}, full: UUID, listHint: 'scopegate policies list', idOf: (item) => item.id }
 } satisfies Record<string, IdKind>
 
 export const MIN_PREFIX = 8
