@@ -598,3 +598,23 @@ t.test('a pending request expires TTL after creation, a repeat ask does not exte
 
   await watcher.socket.close()
 })
+
+t.test('a connect that looked before an approval landed is admitted, not left with a new pending request', async (t) => {
+  // The race: the connect read "not paired", then an admin approved, then the
+  // connect asked for pairing. Its ask is what was approved: nothing to wait for.
+  const device = new TestDevice()
+  const refused = await device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes: ['operator.read'], platform: 'linux' })
+  await refused.socket.closed
+  const requestId = refused.res.error.details.requestId as string
+  t.equal((await server.api('POST', `/api/v1/pairing-requests/${requestId}/approve`)).status, 200)
+
+  const ask = { deviceId: device.id, publicKey: device.publicKey, role: 'operator', scopes: ['operator.read'], platform: 'linux', deviceFamily: '', clientId: 'test', clientMode: 'backend' }
+  const decision = await server.app.pairing.decide(ask, 'not-paired')
+  t.equal(decision.kind, 'approved', 'the late ask is already approved')
+  t.same(decision.kind === 'approved' ? decision.roleScopes : null, ['operator.read'], 'with the approved scopes')
+  const pending = await server.api('GET', '/api/v1/pairing-requests?state=pending')
+  t.same(pending.body.items.filter((r: { deviceId: string }) => r.deviceId === device.id), [], 'no pending request was created')
+
+  const wider = await server.app.pairing.decide({ ...ask, scopes: ['operator.read', 'operator.write'] }, 'scope-upgrade')
+  t.equal(wider.kind, 'pending', 'an ask beyond the approval still waits')
+})

@@ -69,8 +69,13 @@ export interface PolicyRef {
  * tried: admitted by a rule, rejected by one, or waiting for an admin (with
  * what a rule granted already, or a disabled rule that would have matched).
  */
+export type PairingRequestOutcome =
+  | { kind: 'pending', request: PairingRequestView }
+  | { kind: 'covered', roleScopes: string[] }
+
 export type PairingDecision =
-  | { kind: 'approved', policy: PolicyRef, requestId: string | null, roleScopes: string[] }
+  /** `policy` null: approved by someone else after this connect looked and before it asked. */
+  | { kind: 'approved', policy: PolicyRef | null, requestId: string | null, roleScopes: string[] }
   | { kind: 'rejected', policy: PolicyRef, reason: PairingReason, requestId: string, approvedScopes: string[] }
   | {
       kind: 'pending'
@@ -129,6 +134,15 @@ function isSubset (items: readonly string[], of: readonly string[]): boolean {
 
 interface Resolution { requestId: string, deviceId: string, decision: PairDecision }
 
+/** The role's approved scopes when they already cover the ask (metadata included); read under the device lock. */
+async function approvedScopesCovering (tx: Prisma.TransactionClient, ask: PairingAsk): Promise<{ roleScopes: string[] } | null> {
+  const device = await tx.device.findUnique({ where: { id: ask.deviceId }, include: { roles: { where: { role: ask.role } } } })
+  const roleScopes = device?.roles[0]?.scopes
+  if (device == null || roleScopes === undefined) return null
+  if (device.platform !== ask.platform || device.deviceFamily !== ask.deviceFamily) return null
+  return uncoveredScopes(ask.scopes, roleScopes).length === 0 ? { roleScopes } : null
+}
+
 export class PairingService {
   #expiryTimer: NodeJS.Timeout | undefined
   #expiryAt = Infinity
@@ -146,12 +160,15 @@ export class PairingService {
   /**
    * Records the pending request for a refused connect: reuses the pending one
    * when it already covers the ask, supersedes it with the union otherwise.
+   * `covered`: an approval landed after the connect looked; nothing to ask.
    */
-  async requestPairing (ask: PairingAsk, reason: PairingReason): Promise<PairingRequestView> {
+  async requestPairing (ask: PairingAsk, reason: PairingReason): Promise<PairingRequestOutcome> {
     const resolutions: Resolution[] = []
     let created = false
     const row = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, ask.deviceId)
+      const covered = await approvedScopesCovering(tx, ask)
+      if (covered !== null) return covered
       let pending = await tx.pairingRequest.findFirst({ where: { deviceId: ask.deviceId, state: 'pending' } })
       if (pending !== null && pending.expiresAt.getTime() <= Date.now()) {
         await markExpired(tx, pending)
@@ -194,11 +211,12 @@ export class PairingService {
       return next
     })
     await this.#announce(resolutions)
+    if ('roleScopes' in row) return { kind: 'covered', roleScopes: row.roleScopes }
     if (created) {
       await this.bus.publish({ kind: 'pair.requested', requestId: row.id })
       this.scheduleExpiry(row.expiresAt.getTime())
     }
-    return toRequestView(row)
+    return { kind: 'pending', request: toRequestView(row) }
   }
 
   async get (requestId: string): Promise<PairingRequestView> {
@@ -280,7 +298,9 @@ export class PairingService {
       deviceId: ask.deviceId
     })
     if (verdict === null) {
-      const request = await this.requestPairing(ask, reason)
+      const outcome = await this.requestPairing(ask, reason)
+      if (outcome.kind === 'covered') return { kind: 'approved', policy: null, requestId: null, roleScopes: outcome.roleScopes }
+      const { request } = outcome
       return { kind: 'pending', reason, request, ...(disabledMatch !== null && { disabledMatch: { ...policyRef(disabledMatch), action: disabledMatch.action } }) }
     }
     const policy = policyRef(verdict.policy)
@@ -292,8 +312,9 @@ export class PairingService {
     if (uncoveredScopes(ask.scopes, approval.roleScopes).length === 0) {
       return { kind: 'approved', policy, requestId: approval.requestId, roleScopes: approval.roleScopes }
     }
-    const request = await this.requestPairing(ask, 'scope-upgrade')
-    return { kind: 'pending', reason: 'scope-upgrade', request, partial: { policy, granted: verdict.granted, approvedScopes: sortedScopes(approval.roleScopes) } }
+    const outcome = await this.requestPairing(ask, 'scope-upgrade')
+    if (outcome.kind === 'covered') return { kind: 'approved', policy: null, requestId: null, roleScopes: outcome.roleScopes }
+    return { kind: 'pending', reason: 'scope-upgrade', request: outcome.request, partial: { policy, granted: verdict.granted, approvedScopes: sortedScopes(approval.roleScopes) } }
   }
 
   /**
