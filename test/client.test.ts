@@ -4,17 +4,14 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer, type AddressInfo } from 'node:net'
-import { Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
 import t from 'tap'
-import { buildApp } from '../src/app.ts'
 import {
   backoffDelay, GatewayClient, GatewayError, isRetryableClose, METHOD_NAMES, PairingRequiredError,
   type CloseInfo, type CronEvent, type GatewayClientOptions, type IdentityFile, type ReconnectingInfo, type Scope
 } from '../src/client/index.ts'
-import type { Config } from '../src/config.ts'
 import { GATEWAY_EVENTS } from '../src/gateway/plugin.ts'
 import { dropSchema, startServer, TEST_DATABASE_URL, testConfig, uniqueSchema, type TestServer } from './helpers/server.ts'
 
@@ -315,23 +312,6 @@ t.test('events: cron.fire reaches the owner, cron and tick the readers, pairing 
   t.equal(timeout.code, 'TIMEOUT', 'a client without operator.pairing hears no pairing events')
 })
 
-/** Starts the app on `config.port` (a restart on the same port), closed when the test ends. */
-async function listenOn (t: Test, config: Config): Promise<{ close: () => Promise<void> }> {
-  const app = await buildApp(config, { logStream: new Writable({ write: (_chunk, _encoding, done) => done() }) })
-  await app.listen({ port: config.port, host: config.host })
-  let closed = false
-  const close = async (): Promise<void> => {
-    if (closed) return
-    closed = true
-    await app.close()
-  }
-  t.teardown(async () => {
-    await close()
-    rmSync(config.dataDir, { recursive: true, force: true })
-  })
-  return { close }
-}
-
 t.test('reconnect: after a 1012 restart on the same port and schema the client reconnects with backoff; a terminal refusal then stops it', async (t) => {
   const schema = uniqueSchema('client')
   // Teardowns run last-in first-out: this one, registered first, runs after every server closed.
@@ -368,7 +348,7 @@ t.test('reconnect: after a 1012 restart on the same port and schema the client r
   t.equal(attempts[1]?.error?.code, 'CONNECTION_FAILED', 'a refused TCP connect is retried')
   t.ok(attempts.every((a) => a.delayMs <= 400), 'delays capped at maxDelayMs')
 
-  const second = await listenOn(t, testConfig({ ...first.config, port, logLevel: 'warn', dataDir: mkdtempSync(join(tmpdir(), 'scopegate-test-')) }))
+  const second = await startServer(t, { ...first.config, port, logLevel: 'warn', dataDir: mkdtempSync(join(tmpdir(), 'scopegate-test-')) }, true)
   const back = await reconnected
   t.ok(back.attempts >= 2, `reconnected after ${back.attempts} attempts`)
   t.equal(back.method, 'device-token', 'with the kept device token')
@@ -386,7 +366,7 @@ t.test('reconnect: after a 1012 restart on the same port and schema the client r
   await db.connect()
   await db.query(`DELETE FROM "${schema}".devices WHERE id = $1`, [client.deviceId])
   await db.end()
-  await listenOn(t, testConfig({ ...first.config, port, logLevel: 'warn', dataDir: mkdtempSync(join(tmpdir(), 'scopegate-test-')) }))
+  await startServer(t, { ...first.config, port, logLevel: 'warn', dataDir: mkdtempSync(join(tmpdir(), 'scopegate-test-')) }, true)
   const final = await stopped
   t.equal(final.code, 1008)
   t.equal(final.reason, 'pairing required (not-paired)')
@@ -468,7 +448,7 @@ t.test('connect({ retry: true }) waits for a gateway that is not up yet, until a
   const connecting = client.connect({ retry: true })
   t.equal(client.state, 'connecting')
   await sleep(400)
-  await listenOn(t, config)
+  await startServer(t, config, true)
   const refused = await rejection(connecting)
   t.ok(refused instanceof PairingRequiredError, 'retried until the gateway answered, and its answer (not paired) is final')
   t.ok(attempts.length >= 2, `${attempts.length} retries`)

@@ -1,11 +1,9 @@
 import { Errors, withDetails } from '../errors.ts'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts'
+import type { AuditAction, AuditEntryView } from '../views.ts'
 
-export type AuditAction =
-  | 'pairing.requested' | 'pairing.approved' | 'pairing.rejected' | 'pairing.superseded' | 'pairing.expired'
-  | 'device.removed' | 'scopes.set' | 'scopes.added' | 'scope.revoked' | 'token.rotated' | 'token.revoked'
-  | 'cron.added' | 'cron.updated' | 'cron.removed'
-  | 'policy.created' | 'policy.updated' | 'policy.deleted'
+export type { AuditAction, AuditEntryView } from '../views.ts'
+
 
 export interface AuditRecord {
   actor: string
@@ -28,15 +26,6 @@ export async function writeAudit (tx: Prisma.TransactionClient, record: AuditRec
   })
 }
 
-export interface AuditEntryView {
-  id: string
-  atMs: number
-  actor: string
-  action: string
-  deviceId?: string
-  requestId?: string
-  details: Record<string, unknown>
-}
 
 export interface AuditQuery {
   deviceId?: string

@@ -7,6 +7,9 @@ import type { CronJob, CronRun, Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
 import { invalidField, nextRunAt, parsePayload, parseSchedule, type JobPayload, type Schedule } from './schedule.ts'
 import { isUuid } from '../schemas/ids.ts'
+import type { CronRunView, RunStatus } from '../views.ts'
+
+export type { CronRunView, RunStatus } from '../views.ts'
 
 /** Fields the gateway interprets; everything else a client sends is kept as is. */
 const KNOWN_FIELDS = new Set(['id', 'name', 'description', 'enabled', 'schedule', 'payload', 'deleteAfterRun', 'ownerDeviceId', 'createdAtMs', 'updatedAtMs', 'state'])
@@ -29,18 +32,6 @@ export interface CronJobView {
   [extra: string]: unknown
 }
 
-export type RunStatus = 'running' | 'ok' | 'error' | 'abandoned'
-
-export interface CronRunView {
-  runId: string
-  jobId: string
-  status: RunStatus
-  dueAtMs: number
-  startedAtMs: number
-  finishedAtMs?: number
-  instance: string
-  error?: string
-}
 
 export interface CronListPage {
   jobs: CronJobView[]

@@ -42,6 +42,8 @@ export interface Database {
   listen(channel: string, onPayload: (payload: string) => void, onError: (err: Error) => void): Promise<Listener>
   /** Answers quickly when the database is reachable (readiness). */
   ping(): Promise<void>
+  /** The pg pool's clients (metrics); null on PGlite, which has no pool. */
+  poolStats(): PoolStats | null
   notify(channel: string, payload: string): Promise<void>
   close(): Promise<void>
 }
@@ -50,6 +52,12 @@ export interface Database {
 export interface Listener {
   ping(): Promise<void>
   close(): Promise<void>
+}
+
+export interface PoolStats {
+  total: number
+  idle: number
+  waiting: number
 }
 
 export class DatabaseInUseError extends Error {
@@ -132,6 +140,7 @@ function openPostgres (connectionString: string, schema: string, max: number): D
     async ping () {
       await pool.query('SELECT 1')
     },
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     async notify (channel, payload) {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload])
     },
@@ -186,6 +195,7 @@ async function openPGlite (dataDir: string): Promise<Database> {
     async ping () {
       await db.query('SELECT 1')
     },
+    poolStats: () => null,
     async notify (channel, payload) {
       await db.query('SELECT pg_notify($1, $2)', [channel, payload])
     },

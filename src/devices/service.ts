@@ -3,33 +3,10 @@ import { generateToken, hashToken } from '../auth/tokens.ts'
 import { sortedScopes } from '../auth/scopes.ts'
 import type { HotSqlClient, PreparedQuery, SqlClient } from '../db/database.ts'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts'
+import type { DeviceTokenView, PairedDevice } from '../views.ts'
 
-export interface DeviceTokenView {
-  role: string
-  scopes: string[]
-  createdAtMs: number
-  rotatedAtMs?: number
-  revokedAtMs?: number
-  expiresAtMs?: number
-}
+export type { DeviceTokenView, PairedDevice } from '../views.ts'
 
-/** A paired device as PROTOCOL.md's `device.pair.list` shows it (never a token secret). */
-export interface PairedDevice {
-  deviceId: string
-  publicKey: string
-  platform: string
-  deviceFamily: string
-  displayName?: string
-  role: string
-  roles: string[]
-  scopes: string[]
-  /** Approved scopes for every role. */
-  roleScopes: Record<string, string[]>
-  createdAtMs: number
-  approvedAtMs: number
-  lastSeenAtMs?: number
-  tokens: DeviceTokenView[]
-}
 
 const deviceInclude = { roles: true, tokens: true } as const
 type DeviceRow = Prisma.DeviceGetPayload<{ include: typeof deviceInclude }>

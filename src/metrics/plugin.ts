@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import pg from 'pg'
 import { Metrics } from './metrics.ts'
 
 export { Metrics } from './metrics.ts'
@@ -18,11 +17,9 @@ declare module 'fastify' {
  */
 async function metricsPlugin (app: FastifyInstance): Promise<void> {
   const metrics = new Metrics()
-  // On Postgres the raw-SQL client is the pg pool that Prisma shares; PGlite has none (the gauge reads 0).
-  const pool = app.db.sql
-  if (pool instanceof pg.Pool) {
-    metrics.watchPool(() => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }))
-  }
+  // On Postgres: the pg pool that Prisma shares; PGlite has none (the gauge is left out).
+  const { db } = app
+  if (db.poolStats() !== null) metrics.watchPool(() => db.poolStats() ?? { total: 0, idle: 0, waiting: 0 })
   app.decorate('metrics', metrics)
 
   // Scraped every few seconds: keep it out of the info log, like the probes.

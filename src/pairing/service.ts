@@ -10,12 +10,10 @@ import type { PairingRequest, Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
 import { isUuid } from '../schemas/ids.ts'
 import type { Policy, PolicyService, Verdict } from '../policies/service.ts'
+import { PAIRING_REASONS, REQUEST_STATES, type PairingReason, type PairingRequestView, type RequestState } from '../views.ts'
 
-export const PAIRING_REASONS = ['not-paired', 'role-upgrade', 'scope-upgrade', 'metadata-upgrade'] as const
-export type PairingReason = (typeof PAIRING_REASONS)[number]
+export { PAIRING_REASONS, REQUEST_STATES, type PairingReason, type PairingRequestView, type RequestState }
 
-export const REQUEST_STATES = ['pending', 'approved', 'rejected', 'superseded', 'expired'] as const
-export type RequestState = (typeof REQUEST_STATES)[number]
 
 /** What one connect asked for, normalized. */
 export interface PairingAsk {
@@ -30,28 +28,6 @@ export interface PairingAsk {
   displayName?: string
 }
 
-/** A request as `device.pair.list` (pending) shows it, plus its state. */
-export interface PairingRequestView {
-  requestId: string
-  deviceId: string
-  publicKey: string
-  platform: string
-  deviceFamily: string
-  clientId: string
-  clientMode: string
-  displayName?: string
-  role: string
-  roles: string[]
-  scopes: string[]
-  approvedScopes: string[]
-  reason: string
-  isRepair: boolean
-  ts: number
-  state: RequestState
-  expiresAtMs: number
-  resolvedAtMs?: number
-  grantedScopes?: string[]
-}
 
 export interface ApprovalResult {
   requestId: string

@@ -73,7 +73,8 @@ export async function startServer (t: Teardown, overrides: Partial<Config> = {},
   const logStream = new PassThrough()
   logStream.on('data', (chunk: Buffer) => { logText += chunk.toString() })
   const app = await buildApp(config, { logStream, ...options })
-  await app.listen({ port: 0, host: '127.0.0.1' })
+  // config.port is 0 (any free port) unless a test restarts a server on the port it had.
+  await app.listen({ port: config.port, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no port')
   const httpUrl = `http://127.0.0.1:${address.port}`
