@@ -7,15 +7,14 @@ import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createServer as createHttpServer } from 'node:http'
 import { createServer } from 'node:net'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import type { Command } from 'commander'
 import { signAdminToken } from '../src/auth/admin-jwt.ts'
 import { buildProgram } from '../src/cli/index.ts'
-import { cleanEnv, ROOT, runCli, SHIM, type RunResult } from './helpers/cli.ts'
+import { cleanEnv, cliFor, fails, human, json, ROOT, runCli, SHIM, STACK_LINE, type RunResult } from './helpers/cli.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
 import { startServer, type TestServer } from './helpers/server.ts'
 
-const STACK_LINE = /^\s+at .+:\d+:\d+\)?$/m
 
 
 // About 75 node processes on a 2-core machine shared with another test file.
@@ -25,40 +24,10 @@ async function run (args: string[], env: Record<string, string> = {}): Promise<R
   return await runCli(args, env, 60_000)
 }
 
-/** Runs the CLI against `server` with --url and an admin --token (or the given one). */
-function cliFor (server: TestServer): (args: string[], token?: string) => Promise<RunResult> {
-  return async (args, token = server.adminToken()) => await run([...args, '--url', server.httpUrl, '--token', token])
-}
 
-type Tap = Test
 
-/** Exit 0, stderr empty, stdout exactly one JSON document: returns it. */
-function json (t: Tap, res: RunResult, label: string): any {
-  t.equal(res.code, 0, `${label}: exit 0 (${res.stderr.trim()})`)
-  t.equal(res.stderr, '', `${label}: nothing on stderr`)
-  try {
-    return JSON.parse(res.stdout)
-  } catch (err) {
-    t.fail(`${label}: stdout is one JSON document: ${(err as Error).message}: ${res.stdout}`)
-    return undefined
-  }
-}
 
-/** Exit 0 and a table or line on stdout. */
-function human (t: Tap, res: RunResult, label: string): string {
-  t.equal(res.code, 0, `${label}: exit 0 (${res.stderr.trim()})`)
-  t.not(res.stdout, '', `${label}: prints something`)
-  t.throws(() => JSON.parse(res.stdout), `${label}: not JSON by default`)
-  return res.stdout
-}
 
-/** Exit `code` with one line on stderr matching `message`, nothing on stdout, no stack. */
-function fails (t: Tap, res: RunResult, code: 1 | 2, message: RegExp, label: string): void {
-  t.equal(res.code, code, `${label}: exit ${code}`)
-  t.match(res.stderr, message, `${label}: says why`)
-  t.equal(res.stdout, '', `${label}: nothing on stdout`)
-  t.notMatch(res.stderr, STACK_LINE, `${label}: no stack trace`)
-}
 
 /** A device that connected once and was refused: returns its pending request id. */
 async function pendingRequest (server: TestServer, scopes: string[]): Promise<string> {

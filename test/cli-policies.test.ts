@@ -1,40 +1,10 @@
 // `scopegate policies …` as a user runs them: subprocesses (test/helpers/cli.ts)
 // against a live server, in both output modes. Independent commands run in parallel.
-import t, { type Test } from 'tap'
-import { runCli, type RunResult } from './helpers/cli.ts'
-import { startServer, type TestServer } from './helpers/server.ts'
+import t from 'tap'
+import { cliFor, fails, human, json } from './helpers/cli.ts'
+import { startServer } from './helpers/server.ts'
 
 t.setTimeout(240_000)
-
-const STACK_LINE = /^\s+at .+:\d+:\d+\)?$/m
-
-function cliFor (server: TestServer): (args: string[], token?: string) => Promise<RunResult> {
-  return async (args, token = server.adminToken()) => await runCli([...args, '--url', server.httpUrl, '--token', token], {}, 60_000)
-}
-
-function json (t: Test, res: RunResult, label: string): any {
-  t.equal(res.code, 0, `${label}: exit 0 (${res.stderr.trim()})`)
-  t.equal(res.stderr, '', `${label}: nothing on stderr`)
-  try {
-    return JSON.parse(res.stdout)
-  } catch (err) {
-    t.fail(`${label}: stdout is one JSON document: ${(err as Error).message}: ${res.stdout}`)
-    return undefined
-  }
-}
-
-function human (t: Test, res: RunResult, label: string): string {
-  t.equal(res.code, 0, `${label}: exit 0 (${res.stderr.trim()})`)
-  t.throws(() => JSON.parse(res.stdout), `${label}: not JSON by default`)
-  return res.stdout
-}
-
-function fails (t: Test, res: RunResult, code: 1 | 2, message: RegExp, label: string): void {
-  t.equal(res.code, code, `${label}: exit ${code}`)
-  t.match(res.stderr, message, `${label}: says why`)
-  t.equal(res.stdout, '', `${label}: nothing on stdout`)
-  t.notMatch(res.stderr, STACK_LINE, `${label}: no stack trace`)
-}
 
 t.test('policies: add, list, show, update, evaluate, remove; tables and JSON; errors that say what to do', async (t) => {
   const server = await startServer(t)
