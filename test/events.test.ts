@@ -1,24 +1,12 @@
-import { randomBytes } from 'node:crypto'
 import SwaggerParser from '@apidevtools/swagger-parser'
 import t from 'tap'
 import { signAdminToken } from '../src/auth/admin-jwt.ts'
 import { EventStream } from './helpers/events.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
-import { dropSchema, startServer, uniqueSchema } from './helpers/server.ts'
+import { startInstances, startServer, type TestServer } from './helpers/server.ts'
 
 // Two instances on one schema: a stream on A must see what happens on B.
-const shared = {
-  databaseSchema: uniqueSchema('events'),
-  gatewayToken: randomBytes(24).toString('base64url'),
-  jwtSecret: randomBytes(32).toString('base64url')
-}
-const a = await startServer(t, shared, true)
-const b = await startServer(t, shared, true)
-t.teardown(async () => {
-  await a.close()
-  await b.close()
-  await dropSchema(shared.databaseSchema)
-})
+const [a, b] = await startInstances(t, 2, 'events') as [TestServer, TestServer]
 
 t.test('GET /api/v1/events needs an admin JWT in the Authorization header; viewers may follow it', async (t) => {
   const anonymous = await fetch(`${a.httpUrl}/api/v1/events`)
@@ -91,7 +79,7 @@ t.test('a rejected request arrives as requested, then resolved rejected', async 
 })
 
 t.test('the stream ends with `end` (token expired) when the token that opened it expires', async (t) => {
-  const shortLived = signAdminToken(shared.jwtSecret, { sub: 'brief', role: 'admin' }, 1500)
+  const shortLived = signAdminToken(a.config.jwtSecret, { sub: 'brief', role: 'admin' }, 1500)
   const stream = await EventStream.open(a.httpUrl, shortLived)
   await stream.event('ready')
   const end = await stream.event('end', 5000)

@@ -1,23 +1,10 @@
-import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
-import { dropSchema, startServer, uniqueSchema, type TestServer } from './helpers/server.ts'
+import { startInstances, type Teardown, type TestServer } from './helpers/server.ts'
 
 /** Two instances sharing one Postgres schema and the same secrets. */
-async function startPair (t: { teardown: (fn: () => unknown) => void }): Promise<[TestServer, TestServer]> {
-  const shared = {
-    databaseSchema: uniqueSchema('multi'),
-    gatewayToken: randomBytes(24).toString('base64url'),
-    jwtSecret: randomBytes(32).toString('base64url')
-  }
-  const a = await startServer(t, shared, true)
-  const b = await startServer(t, shared, true)
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-    await dropSchema(shared.databaseSchema)
-  })
-  return [a, b]
+async function startPair (t: Teardown): Promise<[TestServer, TestServer]> {
+  return await startInstances(t, 2, 'multi') as [TestServer, TestServer]
 }
 
 t.test('two instances on one database', async (t) => {

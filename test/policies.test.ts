@@ -1,11 +1,10 @@
 // Approval policies (API.md "Approval policies and token expiry"): REST, the
 // dry run, and decisions made inside the handshake, observed by a connected
 // operator.pairing device, the audit log and the pairing requests.
-import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { TestDevice, type Frame, type TestSocket } from './helpers/device.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
-import { dropSchema, startServer, uniqueSchema, type Teardown, type TestServer } from './helpers/server.ts'
+import { startInstances, startServer, type Teardown, type TestServer } from './helpers/server.ts'
 
 const READ = 'operator.read'
 const WRITE = 'operator.write'
@@ -438,18 +437,11 @@ t.test('remediation hints name the approve command and the console page for each
 })
 
 t.test('two instances deciding the same device approve it once', async (t) => {
-  const shared = { databaseSchema: uniqueSchema('policymulti'), gatewayToken: randomBytes(24).toString('base64url'), jwtSecret: randomBytes(32).toString('base64url') }
-  const a = await startServer(t, shared, true)
-  const b = await startServer(t, shared, true)
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-    await dropSchema(shared.databaseSchema)
-  })
+  const [a, b] = await startInstances(t, 2, 'policymulti') as [TestServer, TestServer]
   await addPolicy(a, { name: 'bots', action: 'approve', scopes: [READ], match: { clientIds: ['bot'] } })
   for (let round = 0; round < 3; round++) {
     const device = new TestDevice()
-    const [onA, onB] = await Promise.all([a, b].map(async (server) => await device.connect(server.wsUrl, { token: shared.gatewayToken, clientId: 'bot', scopes: [READ] })))
+    const [onA, onB] = await Promise.all([a, b].map(async (server) => await device.connect(server.wsUrl, { token: a.config.gatewayToken, clientId: 'bot', scopes: [READ] })))
     if (onA === undefined || onB === undefined) throw new Error('two connects expected')
     t.equal(onA.res.ok, true, `round ${round}: admitted on A`)
     t.equal(onB.res.ok, true, `round ${round}: admitted on B`)

@@ -1,25 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { insertDueJobs, runCounts, waitFor } from './helpers/cron.ts'
-import { dropSchema, startServer, TEST_DATABASE_URL, uniqueSchema, type TestServer } from './helpers/server.ts'
+import { dropSchema, sharedConfig, startInstances, startServer, TEST_DATABASE_URL, type TestServer } from './helpers/server.ts'
 
 const JOBS = Number(process.env.SCHEDULER_TEST_JOBS ?? 1000)
 const BIN = fileURLToPath(new URL('../bin/scopegate.js', import.meta.url))
 
-function sharedConfig (label: string): { databaseSchema: string, gatewayToken: string, jwtSecret: string } {
-  return { databaseSchema: uniqueSchema(label), gatewayToken: randomBytes(24).toString('base64url'), jwtSecret: randomBytes(32).toString('base64url') }
-}
-
 t.test(`three instances, ${JOBS} jobs due at the same moment: each fires exactly once`, async (t) => {
-  const shared = { ...sharedConfig('sched3'), logLevel: 'warn' as const }
-  const servers: TestServer[] = []
-  for (let i = 0; i < 3; i++) servers.push(await startServer(t, shared, true))
-  t.teardown(async () => {
-    for (const server of servers) await server.close()
-    await dropSchema(shared.databaseSchema)
-  })
+  const servers = await startInstances(t, 3, 'sched3', { logLevel: 'warn' })
   const [a] = servers as [TestServer]
   const ids = await insertDueJobs(a, JOBS, Date.now() + 1500)
   const done = await waitFor(async () => (await runCounts(a, ids)).okRuns >= JOBS, 60_000, 200)

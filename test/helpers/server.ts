@@ -115,3 +115,24 @@ export async function startServer (t: Teardown, overrides: Partial<Config> = {},
     }
   }
 }
+
+/** The settings instances of one deployment share: a schema and the same secrets. */
+export function sharedConfig (label: string): Pick<Config, 'databaseSchema' | 'gatewayToken' | 'jwtSecret'> {
+  return { databaseSchema: uniqueSchema(label), gatewayToken: randomBytes(24).toString('base64url'), jwtSecret: randomBytes(32).toString('base64url') }
+}
+
+/**
+ * `count` instances sharing one Postgres schema and the same secrets, like
+ * replicas behind a load balancer; closed, and the schema dropped, when the test ends.
+ */
+export async function startInstances (t: Teardown, count: number, label: string, overrides: Partial<Config> = {}): Promise<TestServer[]> {
+  const shared = { ...sharedConfig(label), ...overrides }
+  const servers: TestServer[] = []
+  // Registered first, so it runs after every instance's own teardown has closed it.
+  t.teardown(async () => {
+    for (const server of servers) await server.close()
+    await dropSchema(shared.databaseSchema)
+  })
+  for (let i = 0; i < count; i++) servers.push(await startServer(t, shared, true))
+  return servers
+}
