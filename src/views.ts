@@ -87,3 +87,26 @@ export interface CronRunView {
   instance: string
   error?: string
 }
+
+/** A device token as rotate shows it: the only time the secret is shown. */
+export interface RotatedToken {
+  deviceId: string
+  role: string
+  token: string
+  scopes: string[]
+  rotatedAtMs: number
+  expiresAtMs?: number
+}
+
+/** An approval policy's match: each field is a list the ask's value must be in; `scopesWithin`: every asked scope must be in it. */
+export interface PolicyMatch {
+  roles?: string[]
+  clientIds?: string[]
+  clientModes?: string[]
+  platforms?: string[]
+  reasons?: string[]
+  deviceIds?: string[]
+  scopesWithin?: string[]
+}
+
+export const MATCH_FIELDS = ['roles', 'clientIds', 'clientModes', 'platforms', 'reasons', 'deviceIds', 'scopesWithin'] as const satisfies ReadonlyArray<keyof PolicyMatch>

@@ -10,6 +10,7 @@ import { Errors, withDetails } from '../errors.ts'
 import type { Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
 import { findPairedDevice, toPairedDevice, type PairedDevice } from './service.ts'
+import type { RotatedToken } from '../views.ts'
 
 type Tx = Prisma.TransactionClient
 
@@ -22,14 +23,7 @@ export interface Actor {
   reach: 'all' | readonly string[]
 }
 
-export interface RotatedToken {
-  deviceId: string
-  role: string
-  token: string
-  scopes: string[]
-  rotatedAtMs: number
-  expiresAtMs?: number
-}
+export type { RotatedToken }
 
 export interface DeviceListQuery {
   limit: number

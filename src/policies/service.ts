@@ -9,6 +9,7 @@ import { Prisma, type ApprovalPolicy } from '../generated/prisma/client.ts'
 import type { PairingReason } from '../pairing/service.ts'
 import type { Page } from '../schemas/paging.ts'
 import { isUuid } from '../schemas/ids.ts'
+import { MATCH_FIELDS, type PolicyMatch } from '../views.ts'
 
 export const POLICY_ACTIONS = ['approve', 'reject'] as const
 export type PolicyAction = (typeof POLICY_ACTIONS)[number]
@@ -16,18 +17,7 @@ export type PolicyAction = (typeof POLICY_ACTIONS)[number]
 /** Scopes a rule may grant only with `allowPrivileged: true` (and a creator who holds them). */
 export const PRIVILEGED_SCOPES = ['operator.admin', 'operator.pairing'] as const
 
-/** Each field is a list the ask's value must be in; `scopesWithin`: every asked scope must be in it. */
-export interface PolicyMatch {
-  roles?: string[]
-  clientIds?: string[]
-  clientModes?: string[]
-  platforms?: string[]
-  reasons?: string[]
-  deviceIds?: string[]
-  scopesWithin?: string[]
-}
-
-export const MATCH_FIELDS = ['roles', 'clientIds', 'clientModes', 'platforms', 'reasons', 'deviceIds', 'scopesWithin'] as const satisfies ReadonlyArray<keyof PolicyMatch>
+export { MATCH_FIELDS, type PolicyMatch }
 
 export interface Policy {
   id: string

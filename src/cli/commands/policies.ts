@@ -1,18 +1,11 @@
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import { ROLES } from '../../auth/scopes.ts'
-import type { PairingReason } from '../../pairing/service.ts'
+import { MATCH_FIELDS, PAIRING_REASONS, type PolicyMatch } from '../../views.ts'
 import { UsageError } from '../api.ts'
 import { details, list, short, table, time } from '../format.ts'
 import { Policy, PolicyDeleted, PolicyEvaluation } from '../schemas.ts'
 import { type ConnectionOptions, connect, KINDS, parseScopeList, resolveId, withConnection } from './common.ts'
 
-// Restated so that the CLI does not load the pairing service (and Prisma);
-// the compiler checks the list against PairingReason both ways.
-const REASONS = ['not-paired', 'role-upgrade', 'scope-upgrade', 'metadata-upgrade'] as const satisfies readonly PairingReason[]
-const EVERY_REASON_LISTED: [Exclude<PairingReason, (typeof REASONS)[number]>] extends [never] ? true : never = true
-void EVERY_REASON_LISTED
-
-const MATCH_FIELDS = ['roles', 'clientIds', 'clientModes', 'platforms', 'reasons', 'deviceIds', 'scopesWithin'] as const
 type MatchField = (typeof MATCH_FIELDS)[number]
 type Match = Partial<Record<MatchField, string[]>>
 
@@ -44,15 +37,7 @@ function parseMatchFields (value: string): MatchField[] {
   return listOf('match fields', MATCH_FIELDS)(value) as MatchField[]
 }
 
-interface MatchOptions {
-  roles?: string[]
-  clientIds?: string[]
-  clientModes?: string[]
-  platforms?: string[]
-  reasons?: string[]
-  deviceIds?: string[]
-  scopesWithin?: string[]
-}
+type MatchOptions = PolicyMatch
 
 /** The match options every command that writes a rule takes. */
 function withMatchOptions (command: Command): Command {
@@ -61,7 +46,7 @@ function withMatchOptions (command: Command): Command {
     .option('--client-ids <ids>', 'match these client.id values (e.g. cli, gateway-client)', listOf('client ids'))
     .option('--client-modes <modes>', 'match these client.mode values (e.g. cli, backend, probe)', listOf('client modes'))
     .option('--platforms <platforms>', 'match these platforms (compared trimmed and lower-cased)', listOf('platforms'))
-    .option('--reasons <reasons>', `match these pairing reasons (${REASONS.join(', ')})`, listOf('reasons', REASONS))
+    .option('--reasons <reasons>', `match these pairing reasons (${PAIRING_REASONS.join(', ')})`, listOf('reasons', PAIRING_REASONS))
     .option('--device-ids <ids>', 'match these device ids (full 64-character ids)', listOf('device ids'))
     .option('--scopes-within <scopes>', 'match only when every asked scope is in this list', parseScopeList)
 }
@@ -267,7 +252,7 @@ export function registerPolicies (program: Command): void {
     .description('dry run: which enabled policy would decide this ask, and what it would do (a viewer token will do)')
     .addOption(new Option('--role <role>', 'the asked role').choices(ROLES).default('operator'))
     .option('--scopes <scopes>', 'the asked scopes (comma-separated; none if omitted)', parseScopeList)
-    .addOption(new Option('--reason <reason>', 'why the connect would be refused').choices(REASONS).default('not-paired'))
+    .addOption(new Option('--reason <reason>', 'why the connect would be refused').choices(PAIRING_REASONS).default('not-paired'))
     .option('--client-id <id>', 'client.id of the ask')
     .option('--client-mode <mode>', 'client.mode of the ask')
     .option('--platform <platform>', 'platform of the ask')

@@ -4,7 +4,7 @@
 import type { AuditEntryView, CronRunView, DeviceTokenView, PairedDevice, PairingRequestView } from '../../../views.ts'
 
 export { AUDIT_ACTIONS } from '../../../views.ts'
-export type { PairedDevice, RequestState } from '../../../views.ts'
+export type { PairedDevice, RequestState, RotatedToken } from '../../../views.ts'
 export type PairingRequest = PairingRequestView
 export type DeviceToken = DeviceTokenView
 export type CronRun = CronRunView
@@ -13,15 +13,6 @@ export type AuditEntry = AuditEntryView
 export interface Page<T> {
   items: T[]
   nextCursor: string | null
-}
-
-export interface RotatedToken {
-  deviceId: string
-  role: string
-  token: string
-  scopes: string[]
-  rotatedAtMs: number
-  expiresAtMs?: number
 }
 
 export interface CronJob {
