@@ -340,8 +340,16 @@ async function tableCounts (): Promise<string> {
   return JSON.stringify(rows[0])
 }
 
+/** A string as a TAP message can hold it: JSON with every non-ASCII character escaped (U+2028 would end the line). */
+function show (value: unknown): string {
+  return (JSON.stringify(value) ?? 'undefined').replace(/[\u007f-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
+}
+
+/** Postgres cannot store U+0000, and jsonb no lone surrogate. */
+const storable = (value: string): boolean => !/\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(value)
+
 function not5xx (t: Test, res: ApiResponse, what: string, allowed = [200, 400, 404, 409]): void {
-  if (!allowed.includes(res.status)) t.fail(`${what}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`)
+  if (!allowed.includes(res.status)) t.fail(`${show(what)}: ${res.status} ${show(res.body).slice(0, 300)}`)
 }
 
 t.test('hostile strings in every REST path parameter, query parameter and body field: never a 5xx, and the data stays intact', async (t) => {
@@ -409,12 +417,22 @@ t.test('hostile strings stored as data (cron job fields, unknown fields) round-t
   for (const s of HOSTILE_STRINGS) {
     const body = { name: `n ${s}`, description: s, schedule: { kind: 'every', everyMs: 3_600_000 }, payload: { kind: 'systemEvent', text: s }, agentId: s, delivery: { to: s, [s]: s } }
     const res = await server.api('POST', '/api/v1/cron/jobs', { body })
-    not5xx(t, res, `POST /api/v1/cron/jobs with ${JSON.stringify(s)}`, [200, 400])
+    not5xx(t, res, `POST /api/v1/cron/jobs with ${show(s)}`, [200, 400])
+    if (!storable(s)) {
+      t.match(res.body, { statusCode: 400, code: 'INVALID_PARAMS', message: /must not contain U\+0000 or a lone surrogate/ }, `${show(s)} cannot be stored: 400 naming the field`)
+      continue
+    }
+    if (s === '__proto__') {
+      // As a key ({"__proto__": …} in delivery) it is refused as prototype poisoning, on purpose.
+      t.match(res.body, { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON' }, '"__proto__" as a key: 400, prototype poisoning refused')
+      continue
+    }
+    t.equal(res.status, 200, `${show(s)} is stored`)
     if (res.status !== 200) continue
     created.push(res.body.id)
     const back = await server.api('GET', `/api/v1/cron/jobs/${res.body.id}`)
-    t.match(back.body, { name: `n ${s}`, description: s, payload: { text: s }, agentId: s, delivery: { to: s } }, `${JSON.stringify(s)} reads back unchanged`)
-    not5xx(t, await server.api('PATCH', `/api/v1/cron/jobs/${res.body.id}`, { body: { name: s === '' ? 'x' : s, description: s } }), `PATCH with ${JSON.stringify(s)}`, [200, 400])
+    t.match(back.body, { name: `n ${s}`, description: s, payload: { text: s }, agentId: s, delivery: { to: s } }, `${show(s)} reads back unchanged`)
+    not5xx(t, await server.api('PATCH', `/api/v1/cron/jobs/${res.body.id}`, { body: { name: s === '' ? 'x' : s, description: s } }), `PATCH with ${show(s)}`, [200, 400])
   }
   t.ok(created.length >= SQL_STRINGS.length, `${created.length} jobs with hostile strings stored`)
   for (const id of created) t.equal((await server.api('DELETE', `/api/v1/cron/jobs/${id}`)).status, 200)
@@ -438,21 +456,25 @@ t.test('hostile strings in connect params: a documented refusal (never 1011), st
           ...(field === 'displayName' && { tamper: (p) => { p.client.displayName = s } })
         })
         const close = await attempt.socket.closedWithin()
-        const what = `${field} = ${JSON.stringify(s)}`
+        const what = `${field} = ${show(s)}`
         if (attempt.res.ok === true) {
           t.fail(`${what}: admitted`)
           continue
         }
         const code = attempt.res.error?.code
-        if (code !== 'NOT_PAIRED' && code !== 'INVALID_REQUEST') t.fail(`${what}: ${JSON.stringify(attempt.res.error)} ${JSON.stringify(close)}`)
+        if (code !== 'NOT_PAIRED' && code !== 'INVALID_REQUEST') t.fail(`${what}: ${show(attempt.res.error)} ${show(close)}`)
         if (close.code !== 1008) t.fail(`${what}: closed ${close.code} ${close.reason}`)
+        // Fields a pairing request stores refuse what Postgres cannot store, naming the field.
+        const stored: Record<string, string> = { clientId: 'client.id', mode: 'client.mode', platform: 'client.platform', deviceFamily: 'client.deviceFamily', displayName: 'client.displayName' }
+        const path = stored[field]
+        if (path !== undefined && !storable(s) && close.reason !== `invalid connect params: ${path}`) t.fail(`${what}: closed ${show(close.reason)}, expected invalid connect params: ${path}`)
         if (code === 'NOT_PAIRED' && field !== 'role' && field !== 'token') {
           const stored = await server.api('GET', `/api/v1/pairing-requests/${attempt.res.error.details.requestId}`)
           const value = { clientId: stored.body.clientId, mode: stored.body.clientMode, platform: stored.body.platform, deviceFamily: stored.body.deviceFamily, displayName: stored.body.displayName }[field as string]
           // Stored as UTF-8: a lone surrogate can only come back as U+FFFD.
           const sent = Buffer.from(s).toString()
           const expected = field === 'platform' || field === 'deviceFamily' ? sent.trim().toLowerCase() : sent
-          if (value !== expected) t.fail(`${what}: stored as ${JSON.stringify(value)}`)
+          if (value !== expected) t.fail(`${what}: stored as ${show(value)}`)
         }
       }
     }
