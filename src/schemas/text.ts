@@ -11,22 +11,28 @@ export function isStorableText (value: string): boolean {
   return !UNSTORABLE.test(value)
 }
 
-/** The dotted path of the first string or key in a JSON value that cannot be stored (`''` for the value itself), or null. */
+/**
+ * The dotted path of the first string or key in a JSON value that cannot be
+ * stored (`''` for the value itself), or null. Iterative: params nested
+ * thousands deep must not overflow the stack.
+ */
 export function unstorablePath (value: unknown, path = ''): string | null {
-  if (typeof value === 'string') return isStorableText(value) ? null : path
-  if (typeof value !== 'object' || value === null) return null
-  if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) {
-      const found = unstorablePath(value[i], `${path}[${i}]`)
-      if (found !== null) return found
+  const stack: Array<[unknown, string]> = [[value, path]]
+  while (stack.length > 0) {
+    const [item, at] = stack.pop() as [unknown, string]
+    if (typeof item === 'string') {
+      if (!isStorableText(item)) return at
+    } else if (Array.isArray(item)) {
+      for (let i = item.length - 1; i >= 0; i--) stack.push([item[i], `${at}[${i}]`])
+    } else if (typeof item === 'object' && item !== null) {
+      const entries = Object.entries(item)
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, child] = entries[i] as [string, unknown]
+        const childPath = at === '' ? key : `${at}.${key}`
+        if (!isStorableText(key)) return childPath
+        stack.push([child, childPath])
+      }
     }
-    return null
-  }
-  for (const [key, item] of Object.entries(value)) {
-    const at = path === '' ? key : `${path}.${key}`
-    if (!isStorableText(key)) return at
-    const found = unstorablePath(item, at)
-    if (found !== null) return found
   }
   return null
 }
