@@ -453,10 +453,11 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     const startedAt = Date.now()
     ctx.deadline = startedAt + options.seconds * 1000
     const devices = Array.from({ length: options.devices }, (_, i) => new SimDevice(i, ctx))
-    // Devices arrive over the first tenth of the run (at most 20 s), as after a restart.
-    const ramp = Math.min(20_000, options.seconds * 100)
+    // Devices arrive over the first fifth of the run (at most 60 s), as after a restart.
+    const ramp = Math.min(60_000, options.seconds * 200)
     const running = devices.map(async (d, i) => await d.run(Math.floor((i / devices.length) * ramp)))
-    const approving = approver(ctx)
+    // Eight approvers at once: during the arrival of a thousand devices, one would queue far behind the handshakes.
+    const approving = Promise.all(Array.from({ length: 8 }, async () => { await approver(ctx) }))
     const revoking = revoker(ctx, devices, perSecond)
     let nextSample = startedAt + sampleMs
     while (Date.now() < ctx.deadline) {
