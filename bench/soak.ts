@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
 import pg from 'pg'
-import { TestDevice, type Frame, type TestSocket } from '../test/helpers/device.ts'
+import { TestDevice, TestSocket, type ConnectOptions, type Frame } from '../test/helpers/device.ts'
 import { startInstance, type Instance, type ProbeReport } from '../test/helpers/instance.ts'
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from '../test/helpers/server.ts'
 
@@ -79,6 +79,43 @@ const AUDIT_ACTION: Record<ActionKind, string> = {
   remove: 'device.removed'
 }
 
+/** How long any answer may take before the soak calls it a hang (the server is slow, not wrong, below this). */
+const ANSWER_MS = 30_000
+const TRY_AGAIN_LATER = { code: 1013, reason: 'try again later' }
+
+let sequence = 0
+/** A request and its answer, waiting up to ANSWER_MS. */
+async function call (socket: TestSocket, method: string, params?: unknown): Promise<Frame> {
+  const id = `s${++sequence}`
+  socket.send({ type: 'req', id, method, ...(params !== undefined && { params }) })
+  return await socket.next((f) => f.type === 'res' && f.id === id, ANSWER_MS)
+}
+
+/** Opens a socket and answers the challenge like TestDevice.connect, but waits up to ANSWER_MS and never leaves a socket behind. */
+async function connect (device: TestDevice, url: string, opts: ConnectOptions): Promise<{ socket: TestSocket, res: Frame, ms: number }> {
+  const started = performance.now()
+  const socket = await TestSocket.open(url)
+  try {
+    const challenge = (await socket.event('connect.challenge', ANSWER_MS)).payload as { nonce: string, ts: number }
+    const res = await call(socket, 'connect', device.connectParams(challenge, opts))
+    return { socket, res, ms: performance.now() - started }
+  } catch (err) {
+    socket.ws.terminate()
+    throw err
+  }
+}
+
+/** Bounded samples of a latency, for p50 / p99. */
+class Latency {
+  readonly #samples: number[] = []
+  add (ms: number): void { if (this.#samples.length < 200_000) this.#samples.push(ms) }
+  summary (): string {
+    const sorted = [...this.#samples].sort((a, b) => a - b)
+    const at = (p: number): string => (sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? NaN).toFixed(1)
+    return `n ${sorted.length}, p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${(sorted.at(-1) ?? NaN).toFixed(1)} ms`
+  }
+}
+
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 const mib = (bytes: number): number => Math.round(bytes / 104857.6) / 10
 const sum = (record: Record<string, number>): number => Object.values(record).reduce((a, b) => a + b, 0)
@@ -114,6 +151,8 @@ interface Context {
   approvals: Array<{ device: SimDevice, requestId: string, done: () => void }>
   /** Round-robin counters, one per choice, so that the choices do not lock step. */
   turns: Record<string, number>
+  connectLatency: Latency
+  rpcLatency: Latency
 }
 
 function turn (ctx: Context, name: string, of: number): number {
@@ -140,6 +179,8 @@ class SimDevice {
   /** Under an admin action: no other action may pick it until it is back online. */
   busy = false
   expected: { reason: string, atMs: number } | null = null
+  /** The admin action behind `expected`: true once the server has done it. */
+  action: Promise<boolean> | null = null
   /** How the current connection logged in: only a device-token login is closed by a token revoke (PROTOCOL.md). */
   authMethod: 'token' | 'device-token' | null = null
   readonly requestIds = new Set<string>()
@@ -166,8 +207,9 @@ class SimDevice {
     // Spread over the instances: each device starts on its own and alternates on every connect.
     const instance = ctx.instances[(this.index + this.#attempt++) % ctx.instances.length] as Instance
     const credentials = this.token !== null ? { deviceToken: this.token } : { token: ctx.gatewayToken }
-    const { socket, res } = await this.device.connect(instance.wsUrl, { ...credentials, scopes: DEVICE_SCOPES })
+    const { socket, res, ms } = await connect(this.device, instance.wsUrl, { ...credentials, scopes: DEVICE_SCOPES })
     count(ctx, 'connects')
+    ctx.connectLatency.add(ms)
     if (res.ok !== true) {
       const closed = await socket.closedWithin(5000)
       const error = res.error as { code?: string, details?: { reason?: string, requestId?: string } } | undefined
@@ -183,6 +225,12 @@ class SimDevice {
         return
       }
       if (ctx.stopping) return
+      if (error?.code === 'UNAVAILABLE' && closed.code === TRY_AGAIN_LATER.code && closed.reason === TRY_AGAIN_LATER.reason) {
+        // Documented for a database out of reach (or saturated): retryable. Counted, and tried again.
+        count(ctx, `refused UNAVAILABLE, close 1013 (retried) on ${instance.name}`)
+        await sleep(1000)
+        return
+      }
       fail(ctx, `${this.id.slice(0, 8)} on ${instance.name}: connect refused ${JSON.stringify(res.error)} then ${JSON.stringify(closed)}`)
       await sleep(1000)
       return
@@ -210,13 +258,19 @@ class SimDevice {
       if (closedInfo !== null || ctx.stopping) break
       const method = methods[Math.floor(Math.random() * methods.length)] as string
       let answer: Frame
+      const started = performance.now()
       try {
-        answer = await socket.request(method, method === 'cron.list' ? { limit: 10 } : undefined)
-      } catch {
-        break // closed while waiting: judged below
+        answer = await call(socket, method, method === 'cron.list' ? { limit: 10 } : undefined)
+      } catch (err) {
+        if (socket.isClosed) break // closed while waiting: judged below
+        fail(ctx, `${this.id.slice(0, 8)} on ${instance.name}: ${method}: ${(err as Error).message.slice(0, 200)}`)
+        continue
       }
+      ctx.rpcLatency.add(performance.now() - started)
+      const code = (answer.error as { code?: string } | undefined)?.code
       if (answer.ok === true) count(ctx, 'rpc ok')
-      else if ((answer.error as { code?: string }).code === 'RATE_LIMITED') count(ctx, 'rpc rate limited')
+      else if (code === 'RATE_LIMITED') count(ctx, 'rpc RATE_LIMITED')
+      else if (code === 'UNAVAILABLE' && (answer.error as { retryable?: boolean }).retryable === true) count(ctx, `rpc UNAVAILABLE (retryable) on ${instance.name}`)
       else fail(ctx, `${this.id.slice(0, 8)} on ${instance.name}: ${method} answered ${JSON.stringify(answer.error)}`)
     }
     const unexpectedFrames = socket.frames.filter((f) => !(f.type === 'res' || (f.type === 'event' && (f.event === 'connect.challenge' || f.event === 'tick'))))
@@ -229,13 +283,28 @@ class SimDevice {
     const expected = this.expected
     if (expected !== null && closed.code === 1008 && closed.reason === expected.reason) {
       count(ctx, `closed ${closed.reason}`)
-      this.expected = null
-      if (closed.reason !== CLOSE_REASON['scope-revoke']) this.token = null
+      this.#applied(expected.reason)
+      return
+    }
+    if (closed.code === TRY_AGAIN_LATER.code && closed.reason === TRY_AGAIN_LATER.reason) {
+      // Documented fail-closed: the instance lost its database or listener (or could not reach it in time) and closed everyone.
+      count(ctx, `closed 1013 try again later (fail-closed) on ${instance.name}`)
+      if (expected !== null) {
+        if (await this.action === true) this.#applied(expected.reason)
+        else this.expected = null
+      }
+      await sleep(1000)
       return
     }
     if (ctx.stopping && closed.code === 1012) return
     fail(ctx, `${this.id.slice(0, 8)} on ${instance.name}: unexpected close ${closed.code} ${JSON.stringify(closed.reason)} (expected ${JSON.stringify(expected?.reason ?? 'none')})`)
     this.expected = null
+  }
+
+  /** What a client does after the server told it why: a revoked or removed device forgets its token. */
+  #applied (reason: string): void {
+    this.expected = null
+    if (reason !== CLOSE_REASON['scope-revoke']) this.token = null
   }
 }
 
@@ -252,11 +321,21 @@ async function approver (ctx: Context): Promise<void> {
       if (channel < 2) {
         const instance = ctx.instances[channel] as Instance
         const res = await instance.api('POST', `/api/v1/pairing-requests/${job.requestId}/approve`, { token: instance.adminToken('admin', ADMIN_SUB) })
+        if (res.status === 503) {
+          count(ctx, `approve 503 (retried) on ${instance.name}`)
+          setTimeout(() => ctx.approvals.push(job), 500)
+          continue
+        }
         if (res.status !== 200) throw new Error(`REST approve on ${instance.name}: ${res.status} ${JSON.stringify(res.body)}`)
         ctx.ledger.record('pairing.approved', job.device.id, ADMIN_SUB)
       } else {
         const socket = ctx.admin.sockets[turn(ctx, 'approve-socket', ctx.admin.sockets.length)] as TestSocket
-        const res = await socket.request('device.pair.approve', { requestId: job.requestId })
+        const res = await call(socket, 'device.pair.approve', { requestId: job.requestId })
+        if ((res.error as { code?: string } | undefined)?.code === 'UNAVAILABLE') {
+          count(ctx, 'approve UNAVAILABLE (retried) over WS')
+          setTimeout(() => ctx.approvals.push(job), 500)
+          continue
+        }
         if (res.ok !== true) throw new Error(`WS approve: ${JSON.stringify(res.error)}`)
         ctx.ledger.record('pairing.approved', job.device.id, ctx.admin.deviceId)
       }
@@ -271,7 +350,7 @@ async function approver (ctx: Context): Promise<void> {
 /** Picks an online device now and then and revokes something of it; the device's close is then checked. */
 async function revoker (ctx: Context, devices: SimDevice[], perSecond: number): Promise<void> {
   const interval = 1000 / perSecond
-  const inFlight = new Set<Promise<void>>()
+  const inFlight = new Set<Promise<boolean>>()
   while (!ctx.stopping) {
     await sleep(interval)
     if (Date.now() > ctx.deadline - ctx.tailMs) continue // leave time for the last closes and re-approvals
@@ -287,14 +366,17 @@ async function revoker (ctx: Context, devices: SimDevice[], perSecond: number): 
       fail(ctx, `${kind} ${target.id.slice(0, 8)}: ${(err as Error).message.slice(0, 300)}`)
       target.expected = null
       target.busy = false
+      return false
     })
+    target.action = action
     inFlight.add(action)
     void action.finally(() => inFlight.delete(action))
   }
   await Promise.all(inFlight)
 }
 
-async function act (ctx: Context, target: SimDevice, kind: ActionKind): Promise<void> {
+/** Does the action; false when the server answered "try again later" (nothing was done, the device is left alone). */
+async function act (ctx: Context, target: SimDevice, kind: ActionKind): Promise<boolean> {
   // WS has no scope revoke: that one is REST only. The others go over REST on A, REST on B, or WS.
   const channel = kind === 'scope-revoke' ? turn(ctx, kind, 2) : turn(ctx, kind, 3)
   let actor = ADMIN_SUB
@@ -305,12 +387,14 @@ async function act (ctx: Context, target: SimDevice, kind: ActionKind): Promise<
       ? `/api/v1/devices/${target.id}/roles/operator/scopes/${WRITE}`
       : kind === 'token-revoke' ? `/api/v1/devices/${target.id}/tokens/operator` : `/api/v1/devices/${target.id}`
     const res = await instance.api('DELETE', path, { token })
+    if (res.status === 503) return unavailable(ctx, target, `action ${kind} 503 on ${instance.name}`)
     if (res.status !== 200) throw new Error(`REST DELETE on ${instance.name}: ${res.status} ${JSON.stringify(res.body)}`)
   } else {
     const socket = ctx.admin.sockets[turn(ctx, 'act-socket', ctx.admin.sockets.length)] as TestSocket
     const res = kind === 'token-revoke'
-      ? await socket.request('device.token.revoke', { deviceId: target.id, role: 'operator' })
-      : await socket.request('device.pair.remove', { deviceId: target.id })
+      ? await call(socket, 'device.token.revoke', { deviceId: target.id, role: 'operator' })
+      : await call(socket, 'device.pair.remove', { deviceId: target.id })
+    if ((res.error as { code?: string } | undefined)?.code === 'UNAVAILABLE') return unavailable(ctx, target, `action ${kind} UNAVAILABLE over WS`)
     if (res.ok !== true) throw new Error(`WS ${kind}: ${JSON.stringify(res.error)}`)
     actor = ctx.admin.deviceId
   }
@@ -324,13 +408,21 @@ async function act (ctx: Context, target: SimDevice, kind: ActionKind): Promise<
     target.expected = null
     target.busy = false
   }
+  return true
+}
+
+function unavailable (ctx: Context, target: SimDevice, what: string): false {
+  count(ctx, `${what} (nothing done)`)
+  target.expected = null
+  target.busy = false
+  return false
 }
 
 /** Pairs the admin device (operator.admin) and opens one admin connection per instance. */
 async function pairAdmin (ctx: Context, ledger: Ledger): Promise<Admin> {
   const device = new TestDevice()
   const [a] = ctx.instances as [Instance]
-  const refused = await device.connect(a.wsUrl, { token: ctx.gatewayToken, scopes: ['operator.admin'] })
+  const refused = await connect(device, a.wsUrl, { token: ctx.gatewayToken, scopes: ['operator.admin'] })
   const requestId = (refused.res.error as { details?: { requestId?: string } } | undefined)?.details?.requestId
   if (typeof requestId !== 'string') throw new Error(`admin device: expected a pairing refusal, got ${JSON.stringify(refused.res)}`)
   await refused.socket.closed
@@ -341,7 +433,7 @@ async function pairAdmin (ctx: Context, ledger: Ledger): Promise<Admin> {
   const sockets: TestSocket[] = []
   let token: string | null = null
   for (const instance of ctx.instances) {
-    const conn = await device.connect(instance.wsUrl, token === null ? { token: ctx.gatewayToken, scopes: ['operator.admin'] } : { deviceToken: token, scopes: ['operator.admin'] })
+    const conn = await connect(device, instance.wsUrl, token === null ? { token: ctx.gatewayToken, scopes: ['operator.admin'] } : { deviceToken: token, scopes: ['operator.admin'] })
     if (conn.res.ok !== true) throw new Error(`admin connect: ${JSON.stringify(conn.res)}`)
     token ??= (conn.res.payload as { auth: { deviceToken: string } }).auth.deviceToken
     sockets.push(conn.socket)
@@ -409,6 +501,18 @@ function byAction (rows: Map<string, number>): Record<string, number> {
   return out
 }
 
+/** Errors grouped by their text with ids and numbers blanked, most frequent first, one example each. */
+function groupErrors (errors: string[]): string[] {
+  const groups = new Map<string, { n: number, example: string }>()
+  for (const error of errors) {
+    const key = error.replace(/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|[0-9a-f]{8,64}|\d+/g, '#').slice(0, 160)
+    const group = groups.get(key) ?? { n: 0, example: error }
+    group.n++
+    groups.set(key, group)
+  }
+  return [...groups.values()].sort((a, b) => b.n - a.n).slice(0, 15).map((g) => `${g.n}x ${g.example.slice(0, 300)}`)
+}
+
 export async function runSoak (options: SoakOptions): Promise<SoakReport> {
   const log = options.log ?? ((line: string) => { console.log(line) })
   const databaseUrl = options.databaseUrl ?? TEST_DATABASE_URL
@@ -440,7 +544,9 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     deadline: 0,
     tailMs: Math.min(EXPECTED_CLOSE_MS, options.seconds * 200),
     approvals: [],
-    turns: {}
+    turns: {},
+    connectLatency: new Latency(),
+    rpcLatency: new Latency()
   }
   try {
     for (const instance of instances) {
@@ -487,8 +593,9 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     await approving
     for (const socket of ctx.admin.sockets) await socket.close()
 
-    // Every client has left: what the instances still hold is what they would keep forever.
-    await sleep(2000)
+    // Every client has left: what the instances still hold is what they would keep forever. (The wait lets
+    // this process's HTTP keep-alive connections, closed by fetch after 4 s idle, go too.)
+    await sleep(6000)
     for (const instance of instances) {
       if (instance.exit() !== null) {
         fail(ctx, `instance ${instance.name} exited ${JSON.stringify(instance.exit())}`)
@@ -552,7 +659,9 @@ export async function runSoak (options: SoakOptions): Promise<SoakReport> {
     if (first !== undefined && last !== undefined) log(`  instance ${instance.name}: RSS ${first.rssMiB} → ${last.rssMiB} MiB (peak ${peak}); heap after GC ${first.heapMiB} → ${last.heapMiB} MiB; handles ${first.handles} → ${last.handles}`)
     if (base !== undefined && end !== undefined) log(`  instance ${instance.name} idle before/after: heap ${mib(base.heapUsed)} → ${mib(end.heapUsed)} MiB, RSS ${mib(base.rss)} → ${mib(end.rss)} MiB, handles ${sum(base.resources)} → ${sum(end.resources)}`)
   }
-  log(`  errors: ${report.errors.length}${report.errors.length > 0 ? '\n    ' + report.errors.slice(0, 20).join('\n    ') : ''}`)
+  log(`  connect (socket open to answer): ${ctx.connectLatency.summary()}`)
+  log(`  RPC: ${ctx.rpcLatency.summary()}`)
+  log(`  errors: ${ctx.counts.errors ?? 0}${report.errors.length > 0 ? ', by kind (first 200 kept):\n    ' + groupErrors(report.errors).join('\n    ') : ''}`)
   log(`  audit mismatches: ${auditMismatches.length}${auditMismatches.length > 0 ? '\n    ' + auditMismatches.slice(0, 20).join('\n    ') : ''}`)
   log(`  leaks: ${leaks.length}${leaks.length > 0 ? '\n    ' + leaks.join('\n    ') : ''}`)
   log(JSON.stringify({ soak: report.ok ? 'passed' : 'failed', devices: report.devices, seconds: report.seconds, counts: report.counts, errors: report.errors.length, auditRows: report.auditRows, auditMismatches: auditMismatches.length, leaks: leaks.length }))
