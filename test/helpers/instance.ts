@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -74,6 +75,30 @@ export interface InstanceOptions {
   env?: Record<string, string>
 }
 
+/**
+ * One HTTP request on a connection of its own, closed after the answer. fetch
+ * keeps connections alive for as long as the server's keep-alive hint (72 s
+ * with Fastify), which would show up as sockets the instance holds.
+ */
+export async function httpCall (url: string, method = 'GET', headers: Record<string, string> = {}, body?: string): Promise<{ status: number, headers: Headers, text: string }> {
+  return await new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method, headers: { ...headers, connection: 'close' }, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('error', reject)
+      res.on('end', () => {
+        const out = new Headers()
+        for (const [name, value] of Object.entries(res.headers)) {
+          if (value !== undefined) out.set(name, Array.isArray(value) ? value.join(', ') : value)
+        }
+        resolve({ status: res.statusCode ?? 0, headers: out, text: Buffer.concat(chunks).toString() })
+      })
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
 async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const server = createServer()
@@ -91,7 +116,7 @@ async function waitForHealth (httpUrl: string, exited: () => Exit | null, timeou
   for (;;) {
     if (exited() !== null) throw new Error('instance exited while starting')
     try {
-      const res = await fetch(`${httpUrl}/readyz`)
+      const res = await httpCall(`${httpUrl}/readyz`)
       if (res.status === 200) return
     } catch {}
     if (Date.now() > deadline) throw new Error(`instance not ready within ${timeoutMs} ms`)
@@ -183,10 +208,9 @@ export async function startInstance (options: InstanceOptions): Promise<Instance
         body = JSON.stringify(opts.body)
         headers['content-type'] = 'application/json'
       }
-      const res = await fetch(httpUrl + path, { method, headers, ...(body !== undefined && { body }) })
-      const text = await res.text()
-      let parsed: unknown = text
-      try { parsed = JSON.parse(text) } catch {}
+      const res = await httpCall(httpUrl + path, method, headers, body)
+      let parsed: unknown = res.text
+      try { parsed = JSON.parse(res.text) } catch {}
       return { status: res.status, headers: res.headers, body: parsed }
     },
     async probe () {
@@ -207,8 +231,7 @@ export async function startInstance (options: InstanceOptions): Promise<Instance
       }
     },
     async metrics () {
-      const res = await fetch(`${httpUrl}/metrics`)
-      return parseMetrics(await res.text())
+      return parseMetrics((await httpCall(`${httpUrl}/metrics`)).text)
     },
     async stop (graceMs = 15_000) {
       if (exit !== null) return exit
