@@ -121,7 +121,7 @@ t.test('v2/v3 downgrade: v2 is accepted as PROTOCOL.md allows, but what v2 leave
     // A v3 signature whose signed platform is altered after signing does not fall back to v2.
     const altered = await device.connect(server.wsUrl, { deviceToken: victim.deviceToken, scopes: [READ], platform: 'linux', deviceFamily: 'desktop', tamper: (p) => { p.client.platform = 'windows' } })
     await refused(t, altered.res, altered.socket.closed, 'device signature invalid', 'DEVICE_AUTH_SIGNATURE_INVALID')
-    // A v2 signature over wider scopes than sent, and forms other than v2/v3, are invalid.
+    // Forms other than v2 and v3 (another version prefix, or none) are invalid.
     for (const prefix of ['v1', 'v4', 'V3', '']) {
       const other = await device.connect(server.wsUrl, {
         deviceToken: victim.deviceToken,
@@ -261,7 +261,7 @@ function jwt (header: Record<string, unknown>, payload: Record<string, unknown>,
 const now = (): number => Math.floor(Date.now() / 1000)
 
 t.test('admin JWTs: wrong secret, alg none and expired are 401, a viewer writing is 403; none of them changes anything', async (t) => {
-  const { requestId, device } = await requestPairing(server, [READ])
+  const { requestId } = await requestPairing(server, [READ])
   const victim = await paired([READ, WRITE])
   const claims = { sub: 'mallory', role: 'admin', iat: now() }
   const bad: Array<[string, string, number]> = [
@@ -300,7 +300,6 @@ t.test('admin JWTs: wrong secret, alg none and expired are 401, a viewer writing
   t.equal((await server.api('GET', `/api/v1/pairing-requests/${requestId}`)).body.state, 'pending')
   t.equal((await server.api('GET', `/api/v1/devices/${victim.device.id}`)).status, 200, 'the device is still there')
   t.equal((await server.api('GET', '/api/v1/cron/jobs')).body.items.length, 0, 'no cron job was added')
-  t.ok(device.id.length === 64)
 })
 
 t.test('REST bodies over 1 MiB are 413 on every route that takes a body, and change nothing', async (t) => {
