@@ -437,6 +437,26 @@ t.test('hostile strings stored as data (cron job fields, unknown fields) round-t
   for (const id of created) t.equal((await server.api('DELETE', `/api/v1/cron/jobs/${id}`)).status, 200)
 })
 
+t.test('cron job fields nested deeper than can be stored are refused 400 naming the field, never a 500, over REST and WS', async (t) => {
+  const admin = await pairDevice(server, [ADMIN], { keepOpen: true })
+  t.teardown(() => admin.socket.close())
+  const before = await tableCounts()
+  for (const depth of [65, 3000, 20_000]) {
+    const deep = '{"a":'.repeat(depth) + '1' + '}'.repeat(depth)
+    const add = `{"name":"x","schedule":{"kind":"every","everyMs":60000},"payload":{"kind":"systemEvent","text":"t"},"delivery":${deep}}`
+    const rest = await server.api('POST', '/api/v1/cron/jobs', { rawBody: add, headers: { 'content-type': 'application/json' } })
+    t.match(rest.body, { statusCode: 400, code: 'INVALID_PARAMS', message: /^invalid params: delivery(\.a)* must not be nested deeper than 64 levels$/ }, `REST, depth ${depth}: ${rest.status}`)
+    admin.socket.send(`{"type":"req","id":"deep-${depth}","method":"cron.add","params":${add}}`)
+    const ws = await admin.socket.next((f) => f.type === 'res' && f.id === `deep-${depth}`)
+    t.match(ws, { ok: false, error: { code: 'INVALID_REQUEST', details: { code: 'INVALID_PARAMS' } } }, `WS cron.add, depth ${depth}`)
+  }
+  const shallow = '{"a":'.repeat(63) + '1' + '}'.repeat(63)
+  const ok = await server.api('POST', '/api/v1/cron/jobs', { rawBody: `{"name":"x","schedule":{"kind":"every","everyMs":60000},"payload":{"kind":"systemEvent","text":"t"},"delivery":${shallow}}`, headers: { 'content-type': 'application/json' } })
+  t.equal(ok.status, 200, 'a value 64 levels deep (the field itself and 63 below it) is stored')
+  t.equal((await server.api('DELETE', `/api/v1/cron/jobs/${ok.body.id}`)).status, 200)
+  t.equal(await tableCounts(), JSON.stringify({ ...JSON.parse(before), audit: JSON.parse(before).audit + 2 }), 'nothing else was stored (two audit rows: the add and the remove of the shallow job)')
+})
+
 t.test('hostile strings in connect params: a documented refusal (never 1011), stored verbatim when stored, and no grant', async (t) => {
   await noGrant(t, async () => {
     for (const s of HOSTILE_STRINGS) {
