@@ -189,11 +189,19 @@ const methodName = fc.oneof(
   { weight: 2, arbitrary: idString }
 )
 
+/** `{"a":{"a":…1}}`, `depth` objects deep. */
+function nested (depth: number): unknown {
+  let value: unknown = 1
+  for (let i = 0; i < depth; i++) value = { a: value }
+  return value
+}
+
 /** Serialises a JSON value, sometimes escaping every non-ASCII character and adding whitespace: the same value to a parser. */
 function encode (value: unknown, style: number): string {
   const text = JSON.stringify(value) ?? 'null'
   if (style % 3 === 1) return text.replace(/[\u007f-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
-  if (style % 3 === 2) return JSON.stringify(value, null, style % 2 === 0 ? '\t' : 1) ?? 'null'
+  // Pretty-printed only when small: indentation grows with the square of the depth.
+  if (style % 3 === 2 && text.length < 1024) return JSON.stringify(value, null, style % 2 === 0 ? '\t' : 1) ?? 'null'
   return text
 }
 
@@ -270,7 +278,8 @@ const cronFields = {
   payload: maybeWeird(payload),
   deleteAfterRun: maybeWeird(fc.boolean()),
   sessionTarget: maybeWeird(fc.constantFrom('main', 'isolated')),
-  delivery: anyJson
+  // Unknown fields are stored as given: sometimes nested deeper than can be stored.
+  delivery: fc.oneof({ weight: 3, arbitrary: anyJson }, { weight: 2, arbitrary: fc.integer({ min: 1, max: 4000 }).map(nested) })
 }
 const record = <T extends Record<string, fc.Arbitrary<unknown>>>(fields: T, required: Array<keyof T>): fc.Arbitrary<unknown> =>
   maybeWeird(fc.record(fields, { requiredKeys: required as never[] }))
@@ -283,7 +292,18 @@ const METHOD_PARAMS: Record<string, fc.Arbitrary<unknown>> = {
   'cron.status': anyJson,
   'cron.get': record({ id: jobId }, ['id']),
   'cron.runs': record({ id: jobId, limit: maybeWeird(fc.integer({ min: -1, max: 600 })) }, ['id']),
-  'cron.add': record(cronFields, ['name', 'schedule', 'payload']),
+  'cron.add': fc.oneof(
+    record(cronFields, ['name', 'schedule', 'payload']),
+    // A valid job whose fields the gateway does not interpret (stored as given) are odd: hostile keys and strings, deep nesting.
+    fc.record({
+      name: fc.constantFrom('n', 'job', '"; DROP TABLE cron_jobs; --'),
+      schedule: fc.constant({ kind: 'every', everyMs: 3_600_000 }),
+      payload: fc.record({ kind: fc.constant('systemEvent'), text: oddString(100) }),
+      delivery: cronFields.delivery,
+      agentId: oddString(),
+      [HOSTILE_STRINGS[0] as string]: anyJson
+    })
+  ),
   'cron.update': record({ id: jobId, patch: record(cronFields, []) }, ['id', 'patch']),
   'cron.remove': record({ id: jobId }, ['id']),
   'cron.run': record({ id: jobId, mode: maybeWeird(fc.constantFrom('force', 'due', 'now')) }, ['id']),

@@ -5,7 +5,7 @@ import type { Database } from '../db/database.ts'
 import { Errors, withDetails } from '../errors.ts'
 import type { CronJob, CronRun, Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
-import { unstorablePath } from '../schemas/text.ts'
+import { MAX_STORED_DEPTH, tooDeepPath, unstorablePath } from '../schemas/text.ts'
 import { invalidField, nextRunAt, parsePayload, parseSchedule, type JobPayload, type Schedule } from './schedule.ts'
 import { isUuid } from '../schemas/ids.ts'
 
@@ -115,8 +115,14 @@ function extraFields (input: Record<string, unknown>): Prisma.InputJsonObject {
 }
 
 
-/** Every field is stored as text or jsonb, which cannot hold U+0000 or a lone surrogate: refuse one naming the field. */
+/**
+ * Every field is stored as text or jsonb, which cannot hold U+0000 or a lone
+ * surrogate, and goes through Prisma, whose serializer overflows on values
+ * nested a few thousand deep: refuse either naming the field.
+ */
 function assertStorable (input: Record<string, unknown>, prefix: string): void {
+  const deep = tooDeepPath(input, MAX_STORED_DEPTH, prefix)
+  if (deep !== null) throw invalidField(deep, `must not be nested deeper than ${MAX_STORED_DEPTH} levels`)
   const path = unstorablePath(input, prefix)
   if (path !== null) throw invalidField(path, 'must not contain U+0000 or a lone surrogate')
 }

@@ -37,5 +37,25 @@ export function unstorablePath (value: unknown, path = ''): string | null {
   return null
 }
 
+/** How deep a stored JSON value may nest (objects and arrays); Prisma's serializer overflows the stack at a few thousand. */
+export const MAX_STORED_DEPTH = 64
+
+/**
+ * The dotted path of the first value nested more than `maxDepth` objects or
+ * arrays deep inside one of `value`'s fields (the fields themselves are at
+ * depth 1), or null. Iterative, like unstorablePath.
+ */
+export function tooDeepPath (value: Record<string, unknown>, maxDepth = MAX_STORED_DEPTH, path = ''): string | null {
+  const stack: Array<[unknown, string, number]> = Object.entries(value).map(([key, item]) => [item, path === '' ? key : `${path}.${key}`, 1])
+  while (stack.length > 0) {
+    const [item, at, depth] = stack.pop() as [unknown, string, number]
+    if (typeof item !== 'object' || item === null) continue
+    if (depth > maxDepth) return at
+    if (Array.isArray(item)) item.forEach((child, i) => stack.push([child, `${at}[${i}]`, depth + 1]))
+    else for (const [key, child] of Object.entries(item)) stack.push([child, `${at}.${key}`, depth + 1])
+  }
+  return null
+}
+
 /** JSON Schema pattern (Ajv compiles it with the `u` flag) for strings that can be stored: no U+0000, no lone surrogate. */
 export const STORABLE_TEXT_PATTERN = '^[^\\u0000\\uD800-\\uDFFF]*$'
