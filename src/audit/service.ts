@@ -1,5 +1,6 @@
 import { Errors, withDetails } from '../errors.ts'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts'
+import { isStorableText } from '../schemas/text.ts'
 import type { AuditAction, AuditEntryView } from '../views.ts'
 
 export type { AuditAction, AuditEntryView } from '../views.ts'
@@ -39,6 +40,8 @@ const MAX_BIGINT = 9223372036854775807n
 /** Newest first; the cursor is the id of the last entry of the previous page. */
 export async function listAudit (prisma: PrismaClient, query: AuditQuery): Promise<{ items: AuditEntryView[], nextCursor: string | null }> {
   const where: Prisma.AuditEntryWhereInput = {}
+  // A filter that cannot be stored (U+0000, a lone surrogate) matches no stored row (and Postgres would refuse the query).
+  if ((query.deviceId !== undefined && !isStorableText(query.deviceId)) || (query.action !== undefined && !isStorableText(query.action))) return { items: [], nextCursor: null }
   if (query.deviceId !== undefined) where.deviceId = query.deviceId
   if (query.action !== undefined) where.action = query.action
   if (query.cursor !== undefined && query.cursor !== '') {

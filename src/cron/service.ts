@@ -5,6 +5,7 @@ import type { Database } from '../db/database.ts'
 import { Errors, withDetails } from '../errors.ts'
 import type { CronJob, CronRun, Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
+import { MAX_STORED_DEPTH, tooDeepPath, unstorablePath } from '../schemas/text.ts'
 import { invalidField, nextRunAt, parsePayload, parseSchedule, type JobPayload, type Schedule } from './schedule.ts'
 import { isUuid } from '../schemas/ids.ts'
 import type { CronRunView, RunStatus } from '../views.ts'
@@ -105,6 +106,18 @@ function extraFields (input: Record<string, unknown>): Prisma.InputJsonObject {
 }
 
 
+/**
+ * Every field is stored as text or jsonb, which cannot hold U+0000 or a lone
+ * surrogate, and goes through Prisma, whose serializer overflows on values
+ * nested a few thousand deep: refuse either naming the field.
+ */
+function assertStorable (input: Record<string, unknown>, prefix: string): void {
+  const deep = tooDeepPath(input, MAX_STORED_DEPTH, prefix)
+  if (deep !== null) throw invalidField(deep, `must not be nested deeper than ${MAX_STORED_DEPTH} levels`)
+  const path = unstorablePath(input, prefix)
+  if (path !== null) throw invalidField(path, 'must not contain U+0000 or a lone surrogate')
+}
+
 function notFound (id: string): Error {
   return withDetails(new Errors.CronJobNotFound(id), { id })
 }
@@ -121,6 +134,7 @@ export class CronService {
 
   async add (input: unknown, ownerDeviceId: string | null, actor: string): Promise<CronJobView> {
     if (!isObject(input)) throw invalidField('params', 'must be an object')
+    assertStorable(input, '')
     const name = input.name
     if (typeof name !== 'string' || name.trim() === '' || name.length > MAX_NAME) throw invalidField('name', `must be a non-empty string of at most ${MAX_NAME} characters`)
     const schedule = parseSchedule(input.schedule)
@@ -191,6 +205,7 @@ export class CronService {
 
   async update (id: string, patch: unknown, actor: string): Promise<CronJobView> {
     if (!isObject(patch)) throw invalidField('patch', 'must be an object')
+    assertStorable(patch, 'patch')
     for (const key of Object.keys(patch)) {
       if (KNOWN_FIELDS.has(key) && !PATCHABLE.has(key)) throw invalidField(`patch.${key}`, 'cannot be changed')
     }

@@ -9,6 +9,7 @@ import { lockDevice } from '../db/locks.ts'
 import { Errors, withDetails } from '../errors.ts'
 import type { Prisma } from '../generated/prisma/client.ts'
 import { decodeCursor, encodeCursor, type Page } from '../schemas/paging.ts'
+import { isStorableText } from '../schemas/text.ts'
 import { findPairedDevice, toPairedDevice, type PairedDevice } from './service.ts'
 import type { RotatedToken } from '../views.ts'
 
@@ -38,6 +39,11 @@ export function assertReach (actor: Actor, scopes: readonly string[]): void {
   if (missing !== undefined) {
     throw withDetails(new Errors.MissingScope(missing), { missingScope: missing, requiredScopes: [missing] })
   }
+}
+
+/** A device id that cannot be stored (U+0000, a lone surrogate) matches no device: 404 without asking the database, which would fail. */
+function assertStorableId (deviceId: string): void {
+  if (!isStorableText(deviceId)) throw new Errors.DeviceNotFound(deviceId)
 }
 
 export function validateRole (role: string): void {
@@ -83,6 +89,7 @@ export class DeviceService {
   }
 
   async get (deviceId: string): Promise<PairedDevice> {
+    assertStorableId(deviceId)
     const device = await findPairedDevice(this.db.prisma, deviceId)
     if (device === null) throw new Errors.DeviceNotFound(deviceId)
     return device
@@ -90,6 +97,7 @@ export class DeviceService {
 
   /** Unpairs a device; its live connections close `device removed`. */
   async remove (deviceId: string, actor: Actor): Promise<{ deviceId: string }> {
+    assertStorableId(deviceId)
     await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, deviceId)
       const { count } = await tx.device.deleteMany({ where: { id: deviceId } })
@@ -122,6 +130,7 @@ export class DeviceService {
   ): Promise<PairedDevice> {
     validateRole(role)
     validateScopes(named)
+    assertStorableId(deviceId)
     let removed: string[] = []
     const device = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, deviceId)
@@ -153,6 +162,7 @@ export class DeviceService {
   async rotateToken (deviceId: string, role: string, actor: Actor, scopes?: string[]): Promise<RotatedToken> {
     validateRole(role)
     if (scopes !== undefined) validateScopes(scopes)
+    assertStorableId(deviceId)
     const token = generateToken()
     const now = new Date(this.clock.now())
     const expiresAt = this.tokenTtlMs > 0 ? new Date(now.getTime() + this.tokenTtlMs) : null
@@ -180,6 +190,7 @@ export class DeviceService {
   /** Revokes a role's device token; the next connect with the gateway token mints a new one. */
   async revokeToken (deviceId: string, role: string, actor: Actor): Promise<{ deviceId: string, role: string, revokedAtMs: number }> {
     validateRole(role)
+    assertStorableId(deviceId)
     const now = new Date()
     const { tokenId, revokedAt } = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, deviceId)

@@ -3,11 +3,14 @@ import { Type, type Static, type TSchema } from 'typebox'
 import { ROLES, SCOPES } from '../auth/scopes.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
 import type { DomainError } from '../errors.ts'
+import { STORABLE_TEXT_PATTERN } from '../schemas/text.ts'
 
 export const PROTOCOL_VERSION = 4
 
 const Id = Type.String({ minLength: 1, maxLength: 128 })
 const ShortText = Type.String({ maxLength: 256 })
+/** Client fields that a pairing request stores: no U+0000, no lone surrogate (src/schemas/text.ts). */
+const StoredText = Type.String({ maxLength: 256, pattern: STORABLE_TEXT_PATTERN })
 
 export const RequestFrame = Type.Object({
   type: Type.Literal('req'),
@@ -21,13 +24,13 @@ export const ConnectParams = Type.Object({
   minProtocol: Type.Integer(),
   maxProtocol: Type.Integer(),
   client: Type.Object({
-    id: Type.String({ minLength: 1, maxLength: 128 }),
+    id: Type.String({ minLength: 1, maxLength: 128, pattern: STORABLE_TEXT_PATTERN }),
     version: ShortText,
-    platform: ShortText,
-    deviceFamily: Type.Optional(ShortText),
-    mode: Type.String({ minLength: 1, maxLength: 64 }),
+    platform: StoredText,
+    deviceFamily: Type.Optional(StoredText),
+    mode: Type.String({ minLength: 1, maxLength: 64, pattern: STORABLE_TEXT_PATTERN }),
     instanceId: Type.Optional(ShortText),
-    displayName: Type.Optional(ShortText)
+    displayName: Type.Optional(StoredText)
   }),
   caps: Type.Optional(Type.Array(ShortText, { maxItems: 64 })),
   role: Type.String({ maxLength: 64 }),

@@ -10,7 +10,7 @@ import { deviceMethods } from '../methods/devices.ts'
 import { statusMethods } from '../methods/status.ts'
 import { healthMethods } from '../methods/health.ts'
 import { MethodTable } from '../methods/index.ts'
-import { Close } from './close.ts'
+import { Close, wsErrorClose } from './close.ts'
 import { GatewayConnection, type GatewayPolicy } from './connection.ts'
 import { enforce, isEnforcement } from './enforcement.ts'
 import { hashGatewayToken } from './handshake.ts'
@@ -90,6 +90,15 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
 
   await app.register(websocket, {
     options: { maxPayload: config.maxPayloadBytes, perMessageDeflate: false },
+    // A peer's protocol error (a frame over maxPayload, bad UTF-8, …) is the peer's doing, not a fault here:
+    // ws has already begun the close with its code (1009, 1007, 1002), which the connection counts and logs
+    // at debug. The default handler would log it at error (any client could flood the log) and terminate
+    // the socket under that close frame. Anything else is ours: logged at error, socket terminated.
+    errorHandler: (err, socket, request) => {
+      if (wsErrorClose(err) !== undefined) return
+      request.log.error({ err }, 'websocket handler failed')
+      socket.terminate()
+    },
     // Graceful shutdown: let in-flight RPCs answer (bounded), then `shutdown` and 1012 to everyone.
     preClose: (done) => {
       const drained = Promise.all([...sockets].map(async (conn) => await conn.drain()))

@@ -1,6 +1,9 @@
 import { TestDevice, type ConnectOptions, type ConnectResult, type Frame, type TestSocket } from './device.ts'
 import type { Teardown, TestServer } from './server.ts'
 
+/** What the pairing helpers need of a server: an in-process TestServer or a child Instance. */
+export type PairingServer = Pick<TestServer, 'wsUrl' | 'api'> & { config: { gatewayToken: string } }
+
 export interface PairedTestDevice {
   device: TestDevice
   /** The device token issued in the hello-ok after approval. */
@@ -41,7 +44,7 @@ export interface PairOptions extends RequestOptions {
  * pairing required: returns the pending request once the server closed the
  * socket. Throws on any other outcome.
  */
-export async function requestPairing (server: TestServer, scopes: string[], opts: RequestOptions = {}): Promise<PairingRequest> {
+export async function requestPairing (server: PairingServer, scopes: string[], opts: RequestOptions = {}): Promise<PairingRequest> {
   const { device = new TestDevice(), ...connect } = opts
   const refused = await device.connect(server.wsUrl, { ...connect, token: server.config.gatewayToken, scopes })
   if (refused.res.ok !== false || refused.res.error?.code !== 'NOT_PAIRED') {
@@ -56,7 +59,7 @@ export async function requestPairing (server: TestServer, scopes: string[], opts
  * pairing required), approve the request over REST, connect again with the
  * gateway token and keep the device token from hello-ok.
  */
-export async function pairDevice (server: TestServer, scopes: string[], opts: PairOptions = {}): Promise<PairedTestDevice> {
+export async function pairDevice (server: PairingServer, scopes: string[], opts: PairOptions = {}): Promise<PairedTestDevice> {
   const { device = new TestDevice(), approveScopes, keepOpen = false, teardown, ...connect } = opts
   const { requestId } = await requestPairing(server, scopes, { ...connect, device })
   const approved = await server.api('POST', `/api/v1/pairing-requests/${requestId}/approve`, approveScopes === undefined ? {} : { body: { scopes: approveScopes } })
@@ -72,7 +75,7 @@ export async function pairDevice (server: TestServer, scopes: string[], opts: Pa
 }
 
 /** Opens a connection with the device's own device token. */
-export async function connectWithDeviceToken (server: TestServer, paired: PairedTestDevice, scopes: string[], opts: ConnectOptions = {}): Promise<ConnectResult> {
+export async function connectWithDeviceToken (server: PairingServer, paired: PairedTestDevice, scopes: string[], opts: ConnectOptions = {}): Promise<ConnectResult> {
   const conn = await paired.device.connect(server.wsUrl, { ...opts, deviceToken: paired.deviceToken, scopes })
   if (conn.res.ok !== true) throw new Error(`connect with device token failed: ${JSON.stringify(conn.res)}`)
   return conn
