@@ -3,7 +3,7 @@
 // the documented "try again later" (503 UNAVAILABLE with retry-after over
 // REST, UNAVAILABLE retryable over WS), not a 500 / INTERNAL.
 import t from 'tap'
-import type pg from 'pg'
+import type { MigrationSession } from '../src/db/database.ts'
 import { pairDevice } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
@@ -12,10 +12,10 @@ const server = await startServer(t, { healthCheckIntervalMs: 30_000, healthCheck
 
 /** Checks out every client of the server's pool (10) and holds them until released, as a burst of slow queries would. */
 async function exhaustPool (): Promise<() => void> {
-  const pool = server.app.db.sql as unknown as pg.Pool
-  const held: pg.PoolClient[] = []
-  while (held.length < 10) held.push(await pool.connect())
-  return () => { for (const client of held) client.release() }
+  const held: MigrationSession[] = []
+  while (held.length < 10) held.push(await server.app.db.session())
+  t.equal(server.app.db.poolStats()?.idle, 0, 'no pool client is left idle')
+  return () => { for (const session of held) session.release() }
 }
 
 t.test('a busy pool past the transaction wait answers 503 UNAVAILABLE (REST) and UNAVAILABLE retryable (WS), changes nothing, then recovers', async (t) => {
