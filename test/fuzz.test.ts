@@ -28,6 +28,8 @@ import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './helpers/server.ts
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5c09e8)
 const TOTAL = Number(process.env.FUZZ_RUNS ?? 10_000)
+// About a minute alone; far more beside the rest of npm test on 2 cores (tap's default for a file is 120 s here).
+t.setTimeout(Math.max(360_000, TOTAL * 40))
 const MAX_PAYLOAD = 64 * 1024
 /** Growth allowed between the heap after a full GC before the storm and after it. */
 const HEAP_BOUND = 24 * 1024 * 1024
