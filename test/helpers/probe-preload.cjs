@@ -12,3 +12,10 @@ process.on('SIGWINCH', () => {
   for (const name of process.getActiveResourcesInfo()) resources[name] = (resources[name] ?? 0) + 1
   process.stderr.write(`@@probe ${JSON.stringify({ heapUsed: memory.heapUsed, rss: memory.rss, resources })}\n`)
 })
+
+// A test run that tap kills (its time limit) cannot stop its instances: an
+// instance whose parent is gone stops itself instead of running on.
+const parent = process.ppid
+setInterval(() => {
+  if (process.ppid !== parent) process.kill(process.pid, 'SIGTERM')
+}, 1000).unref()
