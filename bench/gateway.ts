@@ -7,6 +7,7 @@
 //   npm run bench:gateway                  # Postgres at TEST_DATABASE_URL
 //   BENCH_DB=pglite npm run bench:gateway  # embedded PGlite
 import { generateKeyPairSync, sign, verify } from 'node:crypto'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
@@ -205,6 +206,7 @@ async function oneRun (): Promise<RunResult> {
 }
 
 async function main (): Promise<void> {
+  const loadBefore = loadavg()[0] ?? 0
   const runs: RunResult[] = []
   for (let i = 0; i < RUNS; i++) {
     const run = await oneRun()
@@ -221,13 +223,15 @@ async function main (): Promise<void> {
     [`memory per idle conn (${IDLE_CONNECTIONS})`, `${round(m('gatewayKiB'), 1)} KiB`, `${round(m('bareKiB'), 1)} KiB`, `+${round(m('memoryAboveBareKiB'), 1)} KiB (target <= 12)`],
     ['Ed25519 verify, one core', `${round(verifyPerSecond, 0)}/s`, '', '']
   ]
-  console.log(`\nscopegate vs bare ws, ${DATABASE}, median of ${RUNS} runs (each with its own baseline)`)
+  const loadAfter = loadavg()[0] ?? 0
+  console.log(`\nscopegate vs bare ws, ${DATABASE}, median of ${RUNS} runs (each with its own baseline); 1-minute load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after`)
   console.log('| measure | scopegate | bare ws | ratio |\n|---|---|---|---|')
   for (const row of rows) console.log(`| ${row.join(' | ')} |`)
   console.log(JSON.stringify({
     bench: 'gateway-vs-ws',
     database: DATABASE,
     runs: RUNS,
+    loadAverage: [round(loadBefore), round(loadAfter)],
     rpcRatio: round(m('rpcRatio')),
     rpcP99Ratio: round(m('rpcP99Ratio')),
     gatewayRps: round(m('gatewayRps'), 0),
