@@ -83,6 +83,12 @@ const AUDIT_ACTION: Record<ActionKind, string> = {
 /** How long any answer may take before the soak calls it a hang (the server is slow, not wrong, below this). */
 const ANSWER_MS = 30_000
 const TRY_AGAIN_LATER = { code: 1013, reason: 'try again later' }
+/**
+ * How long to wait before reading over REST what became of a WS call whose
+ * socket closed before the answer: longer than a transaction may run
+ * (Prisma's 5 s), so that one still in flight has committed or rolled back.
+ */
+const SETTLE_MS = 6000
 
 let sequence = 0
 /** A request and its answer, waiting up to ANSWER_MS. */
@@ -257,6 +263,14 @@ class SimDevice {
 
   async #once (): Promise<void> {
     const ctx = this.ctx
+    if (this.expected !== null) {
+      // The last close was not the one expected (an instance failing closed got there first): what the
+      // action did is learnt from its outcome, as a client learns it from its next connect.
+      const reason = this.expected.reason
+      if (await this.performed === true) this.#applied(reason)
+      else this.expected = null
+      count(ctx, 'revocation overtaken by a fail-closed close')
+    }
     // Spread over the instances: each device starts on its own and alternates on every connect.
     const instance = ctx.instances[(this.index + this.#attempt++) % ctx.instances.length] as Instance
     const credentials = this.token !== null ? { deviceToken: this.token } : { token: ctx.gatewayToken }
@@ -295,6 +309,8 @@ class SimDevice {
         return
       }
       fail(ctx, `${this.id.slice(0, 8)} on ${instance.name}: connect refused ${JSON.stringify(res.error)} then ${JSON.stringify(closed)}`)
+      // As a client would: a device token the server no longer knows is dropped for the gateway token.
+      if ((error?.details as { code?: string } | undefined)?.code === 'AUTH_DEVICE_TOKEN_MISMATCH') this.token = null
       await sleep(1000)
       return
     }
@@ -409,7 +425,8 @@ async function approver (ctx: Context): Promise<void> {
       } else {
         const res = await ctx.admin.call(turn(ctx, 'approve-socket', ctx.instances.length), 'device.pair.approve', { requestId: job.requestId })
         if (res === 'unknown') {
-          // The socket closed before the answer: ask REST what became of the request.
+          // The socket closed before the answer: once anything in flight has settled, ask REST what became of the request.
+          await sleep(SETTLE_MS)
           const state = await requestState(ctx, job.requestId)
           count(ctx, `approve over WS: socket closed before the answer, request found ${state}`)
           if (state === 'pending') {
@@ -488,7 +505,8 @@ async function act (ctx: Context, target: SimDevice, kind: ActionKind, settle: (
       ? await ctx.admin.call(i, 'device.token.revoke', { deviceId: target.id, role: 'operator' })
       : await ctx.admin.call(i, 'device.pair.remove', { deviceId: target.id })
     if (res === 'unknown') {
-      // The socket closed before the answer: ask REST whether it happened.
+      // The socket closed before the answer: once anything in flight has settled, ask REST whether it happened.
+      await sleep(SETTLE_MS)
       const done = await wasPerformed(ctx, target, kind)
       count(ctx, `action ${kind} over WS: socket closed before the answer, ${done ? 'done' : 'not done'} per REST`)
       if (!done) return unavailable(ctx, target, `action ${kind} over WS lost with its socket`, settle)
