@@ -10,6 +10,7 @@ t.test('soak, small: 20 devices for 10 s on two instances: no error, the audit m
   const report = await runSoak({ devices: 20, seconds: 10, sampleMs: 5000, log: (line) => { t.comment(line) } })
   t.same(report.errors, [], 'no unexpected close, answer or frame')
   t.same(report.auditMismatches, [], 'every audit row matches what the soak did (by action, device and actor)')
+  t.same(report.instanceErrors, [], 'neither instance logged an error')
   t.same(report.leaks, [], 'after every client left, each instance holds no more connections, sockets, timers or heap than before')
   t.ok((report.counts.admitted ?? 0) >= 20, `${report.counts.admitted ?? 0} admitted connects`)
   t.ok((report.counts['rpc ok'] ?? 0) > 0, `${report.counts['rpc ok'] ?? 0} RPCs answered ok`)
