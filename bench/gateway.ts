@@ -11,7 +11,7 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
-import { cpuMs, DATABASE, gatewayHandshake, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
+import { cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -21,10 +21,6 @@ const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
 const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
 const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
 
-function percentile (sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN
-}
-
 function median (values: number[]): number {
   return percentile([...values].sort((a, b) => a - b), 50)
 }
@@ -33,53 +29,12 @@ async function sleep (ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-/** N connections, one request in flight each, for `seconds`: requests/s and latency percentiles. */
-async function rpcLoad (sockets: WebSocket[], seconds: number): Promise<{ rate: number, p50: number, p99: number }> {
-  const latencies: number[] = []
-  const deadline = performance.now() + seconds * 1000
-  let count = 0
-  await Promise.all(sockets.map(async (ws, index) => {
-    let seq = 0
-    while (performance.now() < deadline) {
-      const id = `${index}-${seq++}`
-      const started = performance.now()
-      await new Promise<void>((resolve) => {
-        const onMessage = (data: WebSocket.RawData): void => {
-          if (!data.toString().includes(`"id":"${id}"`)) return
-          ws.off('message', onMessage)
-          resolve()
-        }
-        ws.on('message', onMessage)
-        ws.send(`{"type":"req","id":"${id}","method":"health"}`)
-      })
-      latencies.push(performance.now() - started)
-      count++
-    }
-  }))
-  latencies.sort((a, b) => a - b)
-  return { rate: count / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
-}
-
 async function openBare (port: number, count: number): Promise<WebSocket[]> {
   return await Promise.all(Array.from({ length: count }, async () => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
     await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
     return ws
   }))
-}
-
-async function openGateway (port: number, device: TestDevice, deviceToken: string, count: number): Promise<WebSocket[]> {
-  const sockets: WebSocket[] = []
-  // A few at a time, like clients arriving.
-  for (let i = 0; i < count; i += 50) {
-    const batch = await Promise.all(Array.from({ length: Math.min(50, count - i) }, async () => {
-      const { socket, res } = await device.connect(`ws://127.0.0.1:${port}/`, { deviceToken, scopes: ['operator.read'] })
-      if (res.ok !== true) throw new Error(`connect failed: ${JSON.stringify(res)}`)
-      return socket.ws
-    }))
-    sockets.push(...batch)
-  }
-  return sockets
 }
 
 function closeAll (sockets: WebSocket[]): void {

@@ -116,3 +116,49 @@ export async function gatewayHandshake (port: number, device: TestDevice, device
     })
   })
 }
+
+export function percentile (sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN
+}
+
+/** N connections, one request in flight each, for `seconds`: requests/s and latency percentiles. */
+export async function rpcLoad (sockets: WebSocket[], seconds: number): Promise<{ rate: number, count: number, p50: number, p99: number }> {
+  const latencies: number[] = []
+  const deadline = performance.now() + seconds * 1000
+  let count = 0
+  await Promise.all(sockets.map(async (ws, index) => {
+    let seq = 0
+    while (performance.now() < deadline) {
+      const id = `${index}-${seq++}`
+      const started = performance.now()
+      await new Promise<void>((resolve) => {
+        const onMessage = (data: WebSocket.RawData): void => {
+          if (!data.toString().includes(`"id":"${id}"`)) return
+          ws.off('message', onMessage)
+          resolve()
+        }
+        ws.on('message', onMessage)
+        ws.send(`{"type":"req","id":"${id}","method":"health"}`)
+      })
+      latencies.push(performance.now() - started)
+      count++
+    }
+  }))
+  latencies.sort((a, b) => a - b)
+  return { rate: count / seconds, count, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
+}
+
+export async function openGateway (port: number, device: TestDevice, deviceToken: string, count: number): Promise<WebSocket[]> {
+  const sockets: WebSocket[] = []
+  // A few at a time, like clients arriving.
+  for (let i = 0; i < count; i += 50) {
+    const batch = await Promise.all(Array.from({ length: Math.min(50, count - i) }, async () => {
+      const { socket, res } = await device.connect(`ws://127.0.0.1:${port}/`, { deviceToken, scopes: ['operator.read'] })
+      if (res.ok !== true) throw new Error(`connect failed: ${JSON.stringify(res)}`)
+      return socket.ws
+    }))
+    sockets.push(...batch)
+  }
+  return sockets
+}
+

@@ -8,11 +8,14 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cpuMs, DATABASE, gatewayHandshake, startGateway } from './lib.ts'
+import { cpuMs, DATABASE, gatewayHandshake, openGateway, rpcLoad, startGateway } from './lib.ts'
 
 const SECONDS = Number(process.env.SECONDS ?? 5)
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 16)
 const TOP = Number(process.env.TOP ?? 30)
+/** `rpc`: profile authorized `health` calls on RPC_CONNECTIONS open connections instead of handshakes. */
+const MODE = process.env.MODE === 'rpc' ? 'rpc' : 'handshake'
+const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
 
 interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number } }
 interface CpuProfile { nodes: ProfileNode[], samples: number[], timeDeltas: number[], startTime: number, endTime: number }
@@ -61,23 +64,28 @@ async function main (): Promise<void> {
   const gateway = await startGateway(['--cpu-prof', `--cpu-prof-dir=${profileDir}`])
   const pid = gateway.server.child.pid ?? 0
   try {
+    const sockets = MODE === 'rpc' ? await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, RPC_CONNECTIONS) : []
     const fromUs = Number(process.hrtime.bigint() / 1000n)
     const serverCpuBefore = cpuMs(pid)
     const clientCpuBefore = process.cpuUsage()
     const deadline = performance.now() + SECONDS * 1000
     let handshakes = 0
-    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < deadline) {
-        await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken)
-        handshakes++
-      }
-    }))
+    if (MODE === 'rpc') {
+      handshakes = (await rpcLoad(sockets, SECONDS)).count
+    } else {
+      await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+        while (performance.now() < deadline) {
+          await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken)
+          handshakes++
+        }
+      }))
+    }
     const serverCpu = cpuMs(pid) - serverCpuBefore
     const toUs = Number(process.hrtime.bigint() / 1000n)
     const clientUsage = process.cpuUsage(clientCpuBefore)
     const clientCpu = (clientUsage.user + clientUsage.system) / 1000
-    console.log(`${DATABASE}: ${handshakes} handshakes in ${SECONDS} s = ${(handshakes / SECONDS).toFixed(0)}/s at concurrency ${CONCURRENCY}`)
-    console.log(`CPU per handshake: server ${((serverCpu * 1000) / handshakes).toFixed(0)} µs, this client ${((clientCpu * 1000) / handshakes).toFixed(0)} µs`)
+    console.log(`${DATABASE}: ${handshakes} ${MODE === 'rpc' ? `health calls on ${RPC_CONNECTIONS} connections` : `handshakes at concurrency ${CONCURRENCY}`} in ${SECONDS} s = ${(handshakes / SECONDS).toFixed(0)}/s`)
+    console.log(`CPU per ${MODE === 'rpc' ? 'call' : 'handshake'}: server ${((serverCpu * 1000) / handshakes).toFixed(0)} µs, this client ${((clientCpu * 1000) / handshakes).toFixed(0)} µs`)
     await gateway.server.stop()
     const file = readdirSync(profileDir).find((name) => name.endsWith('.cpuprofile'))
     if (file === undefined) throw new Error('the server wrote no profile')
