@@ -3,7 +3,7 @@
 
 export const AUDIT_ACTIONS = [
   'pairing.requested', 'pairing.approved', 'pairing.rejected', 'pairing.superseded', 'pairing.expired',
-  'device.removed', 'scopes.set', 'scopes.added', 'scope.revoked', 'token.rotated', 'token.revoked',
+  'device.removed', 'scopes.set', 'scopes.added', 'scope.revoked', 'token.rotated', 'token.revoked', 'token.ttl.set',
   'cron.added', 'cron.updated', 'cron.removed',
   'policy.created', 'policy.updated', 'policy.deleted'
 ] as const
@@ -72,6 +72,8 @@ export interface PairedDevice {
   createdAtMs: number
   approvedAtMs: number
   lastSeenAtMs?: number
+  /** This device's token lifetime when it overrides DEVICE_TOKEN_TTL_MS (0: never expires). */
+  tokenTtlMs?: number
   tokens: DeviceTokenView[]
 }
 

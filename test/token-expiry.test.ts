@@ -96,3 +96,46 @@ t.test('DEVICE_TOKEN_TTL_MS=0: tokens never expire, and no timer is armed', asyn
   await assertOpen(t, conn.socket, 'ten years later')
   await conn.socket.close()
 })
+
+t.test('a per-device token lifetime overrides DEVICE_TOKEN_TTL_MS at rotation and at the next mint; never, and back to the default', async (t) => {
+  const clock = new ManualClock()
+  const server = await startServer(t, {}, false, { clock })
+  const { device, deviceToken } = await pairDevice(server, ['operator.read'])
+  const path = `/api/v1/devices/${device.id}/token-ttl`
+
+  const set = await server.api('PUT', path, { body: { ttlMs: 2 * DAY_MS } })
+  t.equal(set.status, 200)
+  t.equal(set.body.tokenTtlMs, 2 * DAY_MS, 'the device shows its override')
+  t.equal(set.body.tokens[0].expiresAtMs, clock.now() + TTL_MS, 'the current token keeps its expiry until it is rotated')
+
+  const rotated = await server.api('POST', `/api/v1/devices/${device.id}/tokens/operator/rotate`)
+  t.equal(rotated.body.expiresAtMs, clock.now() + 2 * DAY_MS, 'rotation gives the token the device\'s lifetime')
+  const old = await device.connect(server.wsUrl, { deviceToken, scopes: ['operator.read'] })
+  t.equal(old.res.error?.details?.code, 'AUTH_DEVICE_TOKEN_MISMATCH', 'the rotated-out token no longer works')
+  await old.socket.closed
+
+  clock.advance(2 * DAY_MS)
+  const expired = await device.connect(server.wsUrl, { deviceToken: rotated.body.token, scopes: ['operator.read'] })
+  t.equal(expired.res.error?.details?.code, 'AUTH_DEVICE_TOKEN_EXPIRED', 'and it expires after the override, not 30 days')
+  await expired.socket.closed
+  const minted = await device.connect(server.wsUrl, { token: server.config.gatewayToken, scopes: ['operator.read'] })
+  t.equal(minted.res.ok, true)
+  await minted.socket.close()
+  t.equal((await server.api('GET', `/api/v1/devices/${device.id}`)).body.tokens[0].expiresAtMs, clock.now() + 2 * DAY_MS, 'a token minted at connect has the device\'s lifetime too')
+
+  t.equal((await server.api('PUT', path, { body: { ttlMs: 0 } })).body.tokenTtlMs, 0)
+  const forever = await server.api('POST', `/api/v1/devices/${device.id}/tokens/operator/rotate`)
+  t.notOk('expiresAtMs' in forever.body, '0: tokens of this device never expire')
+
+  const reset = await server.api('PUT', path, { body: { ttlMs: null } })
+  t.notOk('tokenTtlMs' in reset.body, 'null: back to the server default')
+  t.equal((await server.api('POST', `/api/v1/devices/${device.id}/tokens/operator/rotate`)).body.expiresAtMs, clock.now() + TTL_MS)
+
+  const audit = await server.api('GET', `/api/v1/audit?deviceId=${device.id}&action=token.ttl.set`)
+  t.same(audit.body.items.map((row: { details: unknown }) => row.details), [{ ttlMs: null }, { ttlMs: 0 }, { ttlMs: 2 * DAY_MS }], 'each change audited, newest first')
+
+  t.equal((await server.api('PUT', path, { body: { ttlMs: -1 } })).status, 400, 'a negative lifetime is refused')
+  t.equal((await server.api('PUT', path, { body: {} })).status, 400, 'ttlMs is required (null for the default)')
+  t.equal((await server.api('PUT', '/api/v1/devices/nope/token-ttl', { body: { ttlMs: 1000 } })).status, 404)
+  t.equal((await server.api('PUT', path, { body: { ttlMs: 1000 }, token: server.adminToken('viewer') })).status, 403, 'viewers cannot change it')
+})

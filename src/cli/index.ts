@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs'
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import { Command, CommanderError, Option } from 'commander'
 import type { AdminRole } from '../auth/admin-jwt.ts'
 import { CliError } from './api.ts'
+import { parseDuration } from './commands/common.ts'
 import { registerAdminCommands } from './commands/index.ts'
 
 // Each command loads only what it needs: the server (Fastify, Prisma, PGlite)
@@ -16,15 +17,7 @@ const EVERY_ADMIN_ROLE_LISTED: [Exclude<AdminRole, (typeof ADMIN_ROLES)[number]>
 void EVERY_ADMIN_ROLE_LISTED
 const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
-const DURATION = /^(\d+)(ms|s|m|h|d)?$/
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
-
-/** Parses `90s`, `15m`, `1h`, `7d` or plain milliseconds. */
-export function parseDuration (value: string): number {
-  const match = DURATION.exec(value.trim())
-  if (match === null || Number(match[1]) <= 0) throw new InvalidArgumentError('expected a positive duration such as 30m, 1h or 7d')
-  return Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1)
-}
+export { parseDuration } from './commands/common.ts'
 
 export function buildProgram (): Command {
   const program = new Command('scopegate')

@@ -50,6 +50,7 @@ export const Device = object({
   createdAtMs: number,
   approvedAtMs: number,
   lastSeenAtMs: optional(number),
+  tokenTtlMs: optional(number),
   tokens: array(DeviceToken)
 })
 export type Device = Infer<typeof Device>

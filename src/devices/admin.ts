@@ -165,10 +165,12 @@ export class DeviceService {
     assertStorableId(deviceId)
     const token = generateToken()
     const now = new Date(this.clock.now())
-    const expiresAt = this.tokenTtlMs > 0 ? new Date(now.getTime() + this.tokenTtlMs) : null
-    const { oldTokenId, tokenScopes } = await this.db.prisma.$transaction(async (tx) => {
+    const { oldTokenId, tokenScopes, expiresAt } = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, deviceId)
       const grant = await this.#grant(tx, deviceId, role)
+      const override = (await tx.device.findUnique({ where: { id: deviceId }, select: { tokenTtlMs: true } }))?.tokenTtlMs ?? null
+      const ttlMs = override === null ? this.tokenTtlMs : Number(override)
+      const expiresAt = ttlMs > 0 ? new Date(now.getTime() + ttlMs) : null
       const tokenScopes = sortedScopes(scopes ?? grant.scopes)
       const beyondGrant = uncoveredScopes(tokenScopes, grant.scopes)[0]
       if (beyondGrant !== undefined) throw withDetails(new Errors.ScopeNotGranted(deviceId, beyondGrant, role), { deviceId, role, scope: beyondGrant })
@@ -181,10 +183,26 @@ export class DeviceService {
         update: fields
       })
       await writeAudit(tx, { actor: actor.id, action: 'token.rotated', deviceId, details: { role, scopes: tokenScopes } })
-      return { oldTokenId: old !== null && old.revokedAt === null ? old.tokenId : null, tokenScopes }
+      return { oldTokenId: old !== null && old.revokedAt === null ? old.tokenId : null, tokenScopes, expiresAt }
     })
     if (oldTokenId !== null) await this.#publish({ kind: 'token.revoked', deviceId, role, tokenId: oldTokenId, sentAtMs: Date.now() })
     return { deviceId, role, token, scopes: tokenScopes, rotatedAtMs: now.getTime(), ...(expiresAt !== null && { expiresAtMs: expiresAt.getTime() }) }
+  }
+
+  /**
+   * Sets how long this device's tokens live (0: never expire; null: back to
+   * DEVICE_TOKEN_TTL_MS). Applies to the tokens minted or rotated from now
+   * on; rotate to give a current token the new lifetime.
+   */
+  async setTokenTtl (deviceId: string, ttlMs: number | null, actor: Actor): Promise<PairedDevice> {
+    assertStorableId(deviceId)
+    return await this.db.prisma.$transaction(async (tx) => {
+      await lockDevice(tx, deviceId)
+      const { count } = await tx.device.updateMany({ where: { id: deviceId }, data: { tokenTtlMs: ttlMs === null ? null : BigInt(ttlMs) } })
+      if (count === 0) throw new Errors.DeviceNotFound(deviceId)
+      await writeAudit(tx, { actor: actor.id, action: 'token.ttl.set', deviceId, details: { ttlMs } })
+      return await this.#reload(tx, deviceId)
+    })
   }
 
   /** Revokes a role's device token; the next connect with the gateway token mints a new one. */

@@ -3,7 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { errors, IdParam, ListQuery, Page } from '../schemas/common.ts'
 import type { Actor } from './admin.ts'
-import { PairedDeviceSchema, RevokedTokenSchema, RotatedTokenSchema, ScopesBody } from './schemas.ts'
+import { PairedDeviceSchema, RevokedTokenSchema, RotatedTokenSchema, ScopesBody, TokenTtlBody } from './schemas.ts'
 
 const DeviceParams = Type.Object({ id: IdParam })
 const RoleParams = Type.Object({ id: IdParam, role: Type.String({ minLength: 1, maxLength: 64 }) })
@@ -81,6 +81,16 @@ const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: RotatedTokenSchema, ...errors(400, 401, 403, 404) }
     }
   }, async (request) => await app.devices.rotateToken(request.params.id, request.params.role, adminActor(request), request.body.scopes))
+
+  app.put('/devices/:id/token-ttl', {
+    schema: {
+      summary: "Set this device's token lifetime (ms; 0 never expires; null back to DEVICE_TOKEN_TTL_MS) for tokens minted or rotated from now on",
+      tags,
+      params: DeviceParams,
+      body: TokenTtlBody,
+      response: { 200: PairedDeviceSchema, ...errors(400, 401, 403, 404) }
+    }
+  }, async (request) => await app.devices.setTokenTtl(request.params.id, request.body.ttlMs, adminActor(request)))
 
   app.delete('/devices/:id/tokens/:role', {
     schema: {

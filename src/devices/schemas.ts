@@ -24,8 +24,14 @@ export const PairedDeviceSchema = Type.Object({
   createdAtMs: Type.Number(),
   approvedAtMs: Type.Number(),
   lastSeenAtMs: Type.Optional(Type.Number()),
+  tokenTtlMs: Type.Optional(Type.Number({ description: "This device's token lifetime in ms when it overrides DEVICE_TOKEN_TTL_MS (0: never expires)" })),
   tokens: Type.Array(DeviceTokenSchema)
 })
+
+/** Up to ten years; null goes back to DEVICE_TOKEN_TTL_MS. */
+export const TokenTtlBody = Type.Object({
+  ttlMs: Type.Union([Type.Integer({ minimum: 0, maximum: 315_360_000_000 }), Type.Null()], { description: 'device-token lifetime in ms for this device: 0 never expires, null uses DEVICE_TOKEN_TTL_MS' })
+}, { additionalProperties: false })
 
 export const ScopesBody = Type.Object({
   scopes: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32 })

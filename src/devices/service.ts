@@ -27,6 +27,7 @@ export function toPairedDevice (row: DeviceRow): PairedDevice {
     createdAtMs: row.createdAt.getTime(),
     approvedAtMs: row.approvedAt.getTime(),
     ...(row.lastSeenAt !== null && { lastSeenAtMs: row.lastSeenAt.getTime() }),
+    ...(row.tokenTtlMs !== null && { tokenTtlMs: Number(row.tokenTtlMs) }),
     tokens: row.tokens.map((t) => ({
       role: t.role,
       scopes: sortedScopes(t.scopes),
@@ -52,6 +53,8 @@ export interface DeviceAccess {
   token: { id: string, hash: string, revoked: boolean, expiresAtMs: number | null } | null
   /** cron fires wait for this device (delivered after hello-ok). */
   pendingFires: boolean
+  /** This device's token lifetime override (null: DEVICE_TOKEN_TTL_MS). */
+  tokenTtlMs: number | null
 }
 
 interface AccessRow {
@@ -63,12 +66,13 @@ interface AccessRow {
   token_revoked_at: Date | null
   token_expires_at: Date | null
   pending_fires: boolean
+  token_ttl_ms: number | null
 }
 
 // One indexed query per handshake: primary-key lookups joined on the primary keys.
 const ACCESS_QUERY: PreparedQuery = {
   name: 'scopegate-device-access',
-  text: `SELECT d.platform, d.device_family, r.scopes AS role_scopes,
+  text: `SELECT d.platform, d.device_family, d.token_ttl_ms::float8 AS token_ttl_ms, r.scopes AS role_scopes,
   t.token_id, t.token_hash, t.revoked_at AS token_revoked_at, t.expires_at AS token_expires_at,
   EXISTS (SELECT 1 FROM cron_fires f WHERE f.device_id = d.id AND f.delivered_at IS NULL) AS pending_fires
 FROM devices d
@@ -87,6 +91,7 @@ export async function loadDeviceAccess (sql: HotSqlClient, deviceId: string, rol
     deviceFamily: row.device_family,
     roleScopes: row.role_scopes,
     pendingFires: row.pending_fires,
+    tokenTtlMs: row.token_ttl_ms,
     token: row.token_id === null || row.token_hash === null
       ? null
       : {

@@ -188,7 +188,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
       tokenId = current.id
     } else {
       try {
-        issued = await mintDeviceToken(deps.sql, device.id, params.role, roleScopes, deps.deviceTokenTtlMs, now)
+        issued = await mintDeviceToken(deps.sql, device.id, params.role, roleScopes, access?.tokenTtlMs ?? deps.deviceTokenTtlMs, now)
       } catch (err) {
         return failure(err)
       }

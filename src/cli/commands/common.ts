@@ -107,3 +107,13 @@ export async function resolveId (api: AdminApi, kind: IdKind, input: string): Pr
   const shown = unique.slice(0, 5).join(', ') + (unique.length > 5 ? ', …' : '')
   throw new CliError(`${input} is ambiguous: it starts ${unique.length} ${kind.noun} ids (${shown}); give more characters`)
 }
+
+const DURATION = /^(\d+)(ms|s|m|h|d)?$/
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** Parses `90s`, `15m`, `1h`, `7d` or plain milliseconds. */
+export function parseDuration (value: string): number {
+  const match = DURATION.exec(value.trim())
+  if (match === null || Number(match[1]) <= 0) throw new InvalidArgumentError('expected a positive duration such as 30m, 1h or 7d')
+  return Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1)
+}

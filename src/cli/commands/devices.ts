@@ -1,9 +1,9 @@
 import { createInterface } from 'node:readline/promises'
 import type { Command } from 'commander'
 import { CliError, UsageError, type AdminApi } from '../api.ts'
-import { details, list, short, table, time } from '../format.ts'
+import { details, duration, list, short, table, time } from '../format.ts'
 import { Device, Removed, RevokedToken, RotatedToken } from '../schemas.ts'
-import { checkScopes, type ConnectionOptions, connect, KINDS, resolveId, roleOption, withConnection } from './common.ts'
+import { checkScopes, type ConnectionOptions, connect, KINDS, parseDuration, resolveId, roleOption, withConnection } from './common.ts'
 
 type TokenView = Device['tokens'][number]
 
@@ -29,7 +29,8 @@ function describeDevice (device: Device): string {
     ['public key', device.publicKey],
     ['paired', time(device.createdAtMs)],
     ['approved', time(device.approvedAtMs)],
-    ['last seen', time(device.lastSeenAtMs)]
+    ['last seen', time(device.lastSeenAtMs)],
+    ['token lifetime', device.tokenTtlMs === undefined ? 'server default' : device.tokenTtlMs === 0 ? 'never expires' : duration(device.tokenTtlMs)]
   ])
   if (device.tokens.length === 0) return summary + '\nno device tokens'
   const tokens = table(['TOKEN ROLE', 'SCOPES', 'STATE', 'CREATED', 'ROTATED'],
@@ -151,7 +152,7 @@ export function registerGrants (program: Command): void {
 
 export function registerTokens (program: Command): void {
   const tokens = program.command('tokens')
-    .description('device tokens: rotate, revoke')
+    .description('device tokens: rotate, revoke, ttl')
 
   withConnection(tokens.command('rotate')
     .description('mint a new device token (printed only now); connections using the old one close')
@@ -170,6 +171,21 @@ export function registerTokens (program: Command): void {
       })
     })
 
+  withConnection(tokens.command('ttl')
+    .description("set how long this device's tokens live, from their next mint or rotation")
+    .argument('<deviceId>', 'device id, or a unique prefix of at least 8 characters')
+    .argument('<lifetime>', 'a duration such as 12h or 90d, `never`, or `default` (DEVICE_TOKEN_TTL_MS)', parseLifetime))
+    .action(async (id: string, ttlMs: number | null, opts: ConnectionOptions) => {
+      const { api, out } = connect(opts)
+      const deviceId = await resolveId(api, KINDS.device, id)
+      const device = await api.request('PUT', `/devices/${encodeURIComponent(deviceId)}/token-ttl`, Device, {
+        body: { ttlMs },
+        notFoundHint: 'see `scopegate devices list`'
+      })
+      const lifetime = device.tokenTtlMs === undefined ? 'the server default (DEVICE_TOKEN_TTL_MS)' : device.tokenTtlMs === 0 ? 'never expire' : duration(device.tokenTtlMs)
+      out.result(device, () => `tokens of device ${short(device.deviceId)} now live ${device.tokenTtlMs === 0 ? '' : 'for '}${lifetime} from their next mint; to apply it now: scopegate tokens rotate ${short(device.deviceId)}`)
+    })
+
   withConnection(tokens.command('revoke')
     .description('revoke a device token; connections that logged in with it close')
     .argument('<deviceId>', 'device id, or a unique prefix of at least 8 characters')
@@ -182,4 +198,11 @@ export function registerTokens (program: Command): void {
       })
       out.result(revoked, () => `revoked the ${revoked.role} token of device ${short(revoked.deviceId)}`)
     })
+}
+
+/** `never` (0), `default` (null: DEVICE_TOKEN_TTL_MS) or a positive duration. */
+function parseLifetime (value: string): number | null {
+  if (value === 'never') return 0
+  if (value === 'default') return null
+  return parseDuration(value)
 }
