@@ -4,6 +4,7 @@
 // REST, UNAVAILABLE retryable over WS), not a 500 / INTERNAL.
 import t from 'tap'
 import type { MigrationSession } from '../src/db/database.ts'
+import { withTimeout } from '../src/db/bus.ts'
 import { pairDevice } from './helpers/pairing.ts'
 import { startServer } from './helpers/server.ts'
 
@@ -49,4 +50,17 @@ t.test('a busy pool past the transaction wait answers 503 UNAVAILABLE (REST) and
   t.match(await admin.socket.request('device.token.revoke', { deviceId: victim.device.id, role: 'operator' }), { ok: true })
   const errors = server.logs().split('\n').filter((line) => /"level":(50|60)/.test(line))
   t.same(errors.map((line) => line.slice(0, 300)), [], 'nothing logged at level error')
+})
+
+t.test('a busy pool is not a lost database: the health check still answers, so the instance does not fail closed', async (t) => {
+  const release = await exhaustPool()
+  try {
+    const started = Date.now()
+    const answered = await withTimeout(server.app.db.ping(), 2000).then(() => true, () => false)
+    t.ok(answered, `the database ping answers while every pool client is busy (${Date.now() - started} ms)`)
+    await server.app.readiness.check()
+    t.equal(server.app.readiness.ready, true, 'the instance stays ready')
+  } finally {
+    release()
+  }
 })

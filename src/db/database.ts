@@ -138,6 +138,19 @@ function openPostgres (connectionString: string, schema: string, max: number): D
       }
     },
     async ping () {
+      // Every pooled client busy (a burst of slow queries) is not a lost
+      // database: ask over a connection of its own rather than queue behind them.
+      if (pool.idleCount === 0 && pool.totalCount >= max) {
+        const client = new pg.Client({ ...clientConfig, connectionTimeoutMillis: 5000, application_name: 'scopegate-ping' })
+        client.on('error', () => {})
+        try {
+          await client.connect()
+          await client.query('SELECT 1')
+        } finally {
+          await client.end().catch(() => {})
+        }
+        return
+      }
       await pool.query('SELECT 1')
     },
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
