@@ -24,6 +24,7 @@ import { TestDevice, TestSocket, type CloseInfo, type Frame } from './helpers/de
 import { HOSTILE_STRINGS } from './helpers/hostile.ts'
 import { httpCall, startInstance, instanceSecrets, type Instance, type ProbeReport } from './helpers/instance.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
+import { METHOD_SCOPES } from './helpers/protocol.ts'
 import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from './helpers/server.ts'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5c09e8)
@@ -49,25 +50,6 @@ const RUNS_B = Math.max(1, Math.ceil(TOTAL * 0.25 / BATCH_B))
 const RUNS_C = Math.max(1, Math.ceil(TOTAL * 0.14 / BATCH_C))
 const RUNS_D = Math.max(1, Math.ceil(TOTAL * 0.06 / BATCH_D))
 
-/** PROTOCOL.md, "Methods and the scope each needs". */
-const METHOD_SCOPES: Record<string, string | null> = {
-  health: null,
-  status: 'operator.read',
-  'cron.list': 'operator.read',
-  'cron.status': 'operator.read',
-  'cron.get': 'operator.read',
-  'cron.runs': 'operator.read',
-  'cron.add': 'operator.admin',
-  'cron.update': 'operator.admin',
-  'cron.remove': 'operator.admin',
-  'cron.run': 'operator.admin',
-  'device.pair.list': 'operator.pairing',
-  'device.pair.approve': 'operator.pairing',
-  'device.pair.reject': 'operator.pairing',
-  'device.pair.remove': 'operator.pairing',
-  'device.token.rotate': 'operator.pairing',
-  'device.token.revoke': 'operator.pairing'
-}
 const METHODS = Object.keys(METHOD_SCOPES)
 const SCOPES = ['operator.read', 'operator.write', 'operator.admin', 'operator.approvals', 'operator.pairing', 'operator.questions', 'operator.talk', 'operator.talk.secrets']
 const ERROR_CODES = new Set(['INVALID_REQUEST', 'NOT_PAIRED', 'FORBIDDEN', 'UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL'])
