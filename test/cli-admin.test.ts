@@ -6,7 +6,6 @@
 import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createServer as createHttpServer } from 'node:http'
-import { createServer } from 'node:net'
 import t from 'tap'
 import type { Command } from 'commander'
 import { signAdminToken } from '../src/auth/admin-jwt.ts'
@@ -14,6 +13,7 @@ import { buildProgram } from '../src/cli/index.ts'
 import { cleanEnv, cliFor, fails, human, json, ROOT, runCli, SHIM, STACK_LINE, type RunResult } from './helpers/cli.ts'
 import { pairDevice, requestPairing } from './helpers/pairing.ts'
 import { startServer, type TestServer } from './helpers/server.ts'
+import { freePort } from './helpers/ports.ts'
 
 
 
@@ -34,16 +34,6 @@ async function pendingRequest (server: TestServer, scopes: string[]): Promise<st
   return (await requestPairing(server, scopes)).requestId
 }
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
-    })
-  })
-}
 
 t.test('requests: list, show, approve, reject; tables and JSON; prefixes', async (t) => {
   const server = await startServer(t)

@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config.ts'
 import { cleanEnv, ROOT, runCli, SHIM, type RunResult } from './helpers/cli.ts'
 import { TestDevice } from './helpers/device.ts'
 import { startServer, TEST_DATABASE_URL } from './helpers/server.ts'
+import { freePort } from './helpers/ports.ts'
 
 const JWT_SECRET = 'cli-test-secret-'.padEnd(48, 'x')
 const GATEWAY_TOKEN = 'cli-test-gateway-token'
@@ -183,16 +184,6 @@ t.test('serve with a bad configuration exits non-zero, naming the variable, with
   t.notMatch(unreachable.stderr, STACK_LINE)
 })
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => { resolve(typeof address === 'object' && address !== null ? address.port : 0) })
-    })
-  })
-}
 
 interface Served { child: ChildProcess, output: () => string, exited: Promise<number | null> }
 

@@ -3,7 +3,6 @@ import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import pg from 'pg'
@@ -14,6 +13,7 @@ import {
 } from '../src/client/index.ts'
 import { GATEWAY_EVENTS } from '../src/gateway/plugin.ts'
 import { dropSchema, startServer, TEST_DATABASE_URL, testConfig, uniqueSchema, type TestServer } from './helpers/server.ts'
+import { freePort } from './helpers/ports.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -434,12 +434,7 @@ t.test('a kept device token that the gateway refuses falls back to the gateway t
 t.test('connect({ retry: true }) waits for a gateway that is not up yet, until a final answer; close() ends the wait', async (t) => {
   const schema = uniqueSchema('clientretry')
   t.teardown(async () => { await dropSchema(schema) })
-  const port = await new Promise<number>((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
+  const port = await freePort()
   const config = testConfig({ port, databaseSchema: schema, logLevel: 'warn' })
   const client = new GatewayClient({ url: `ws://127.0.0.1:${port}/`, identityPath: identityPath(t), gatewayToken: config.gatewayToken, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } })
   t.teardown(async () => { await client.close() })

@@ -8,12 +8,12 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { signAdminToken, type AdminRole } from '../../src/auth/admin-jwt.ts'
 import type { ApiResponse } from './server.ts'
+import { freePort } from './ports.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const BIN = join(ROOT, 'bin', 'scopegate.js')
@@ -99,17 +99,6 @@ export async function httpCall (url: string, method = 'GET', headers: Record<str
   })
 }
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-}
 
 async function waitForHealth (httpUrl: string, exited: () => Exit | null, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs
