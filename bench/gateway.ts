@@ -19,6 +19,7 @@ const RPC_SECONDS = Number(process.env.RPC_SECONDS ?? 5)
 const HANDSHAKE_SECONDS = Number(process.env.HANDSHAKE_SECONDS ?? 5)
 const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
 const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
+const IDLE_WARM_UP = 200
 const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
 
 function median (values: number[]): number {
@@ -76,13 +77,22 @@ async function bareHandshake (port: number): Promise<void> {
   await new Promise<void>((resolve) => { ws.once('close', () => resolve()); ws.close() })
 }
 
-async function idleMemoryPerConnection (server: Server, open: () => Promise<WebSocket[]>): Promise<number> {
-  await sleep(500)
+/**
+ * RSS growth per idle connection of a freshly started server: measured
+ * first in each run (after a load the heap can shrink under the
+ * measurement and give a negative figure), past a warm-up batch that pays
+ * for code and buffers every server allocates once.
+ */
+async function idleMemoryPerConnection (server: Server, open: (count: number) => Promise<WebSocket[]>): Promise<number> {
+  const warmUp = await open(IDLE_WARM_UP)
+  await sleep(1000)
   const before = rssBytes(server.child.pid ?? 0)
-  const sockets = await open()
+  const sockets = await open(IDLE_CONNECTIONS)
   await sleep(1500)
   const after = rssBytes(server.child.pid ?? 0)
   closeAll(sockets)
+  closeAll(warmUp)
+  await sleep(500)
   return (after - before) / sockets.length
 }
 
@@ -123,6 +133,9 @@ async function oneRun (): Promise<RunResult> {
   const bare = await startProcess([BARE], {}, /listening (\d+)/)
   const gateway = await startGateway()
   try {
+    const bareBytes = await idleMemoryPerConnection(bare, async (count) => await openBare(bare.port, count))
+    const gatewayBytes = await idleMemoryPerConnection(gateway.server, async (count) => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, count))
+
     const bareSockets = await openBare(bare.port, RPC_CONNECTIONS)
     const bareRpc = await rpcLoad(bareSockets, RPC_SECONDS)
     closeAll(bareSockets)
@@ -133,8 +146,6 @@ async function oneRun (): Promise<RunResult> {
     const bareHandshakes = await handshakeLoad(bare, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
     const gatewayHandshakes = await handshakeLoad(gateway.server, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
 
-    const bareBytes = await idleMemoryPerConnection(bare, async () => await openBare(bare.port, IDLE_CONNECTIONS))
-    const gatewayBytes = await idleMemoryPerConnection(gateway.server, async () => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, IDLE_CONNECTIONS))
     return {
       rpcRatio: gatewayRpc.rate / bareRpc.rate,
       rpcP99Ratio: gatewayRpc.p99 / bareRpc.p99,

@@ -165,3 +165,36 @@ t.test('a socket in its handshake counts as pending; a peer that stops answering
   t.equal(value((await scrape(ticking)).samples, 'scopegate_closes_total', { code: '1006', reason: 'peer' }), undefined, 'counted once, not again as a peer close')
   silent.socket.ws.terminate()
 })
+
+t.test('the RPC duration histogram is exposed exactly as prom-client exposes its own', async (t) => {
+  const { Metrics } = await import('../src/metrics/metrics.ts')
+  const { Histogram, Registry } = await import('prom-client')
+  const metrics = new Metrics()
+  const reference = new Registry()
+  const histogram = new Histogram({
+    name: 'scopegate_rpc_duration_seconds',
+    help: 'Time from an RPC\'s arrival to its response, by method',
+    labelNames: ['method'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [reference]
+  })
+  // On a bound, between bounds, past the last one, and a second method.
+  const observations: Array<[string, number]> = [['health', 0.0005], ['health', 0.0007], ['health', 0.3], ['health', 9], ['cron.add', 0.002]]
+  for (const [method, seconds] of observations) {
+    metrics.rpc(method, 'ok', seconds)
+    histogram.observe({ method }, seconds)
+  }
+  metrics.rpc('health', 'RATE_LIMITED')
+  const ours = await metrics.registry.getSingleMetricAsString('scopegate_rpc_duration_seconds')
+  t.equal(ours, await reference.getSingleMetricAsString('scopegate_rpc_duration_seconds'))
+  t.match(ours, 'scopegate_rpc_duration_seconds_bucket{le="0.0005",method="health"} 1\n')
+  t.match(ours, 'scopegate_rpc_duration_seconds_count{method="health"} 4\n')
+  const counts = parseMetrics(await metrics.registry.getSingleMetricAsString('scopegate_rpc_requests_total'))
+  t.same(counts.map((s) => [s.labels, s.value]), [
+    [{ method: 'health', outcome: 'ok' }, 4],
+    [{ method: 'health', outcome: 'RATE_LIMITED' }, 1],
+    [{ method: 'cron.add', outcome: 'ok' }, 1]
+  ])
+  metrics.registry.resetMetrics()
+  t.notMatch(await metrics.registry.getSingleMetricAsString('scopegate_rpc_duration_seconds'), /_count/)
+})

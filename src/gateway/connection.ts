@@ -150,7 +150,7 @@ export class GatewayConnection {
         if (this.#queued.push(frame) > MAX_QUEUED_DURING_HANDSHAKE) this.close(Close.invalidFrame)
         return
       case 'open':
-        void this.#handleRequest(frame)
+        this.#handleRequest(frame)
     }
   }
 
@@ -194,7 +194,7 @@ export class GatewayConnection {
     this.deps.onAdmitted?.(this)
     const queued = this.#queued
     this.#queued = []
-    for (const next of queued) void this.#handleRequest(next)
+    for (const next of queued) this.#handleRequest(next)
   }
 
   #helloOk (admission: Admission): unknown {
@@ -220,16 +220,15 @@ export class GatewayConnection {
     }
   }
 
-  async #handleRequest (frame: RequestFrame): Promise<void> {
+  #handleRequest (frame: RequestFrame): void {
     const admission = this.admission
     if (admission === undefined) return
-    const { metrics } = this.deps
     // Only names the gateway knows become metric labels.
     const method = this.deps.methods.has(frame.method) ? frame.method : UNKNOWN_METHOD
     const retryAfterMs = this.#rpcBucket?.take() ?? 0
     if (retryAfterMs > 0) {
-      metrics.limited('rpc')
-      metrics.rpc(method, 'RATE_LIMITED')
+      this.deps.metrics.limited('rpc')
+      this.deps.metrics.rpc(method, 'RATE_LIMITED')
       this.send(errorFrame(frame.id, rateLimitedError(retryAfterMs)))
       return
     }
@@ -238,19 +237,44 @@ export class GatewayConnection {
       return
     }
     const startedAt = performance.now()
-    this.#inflight++
+    let answer: unknown
     try {
-      const payload = await this.deps.methods.call(admission, this.id, frame.method, frame.params)
-      this.send(responseFrame(frame.id, payload))
-      metrics.rpc(method, 'ok', (performance.now() - startedAt) / 1000)
+      answer = this.deps.methods.invoke(admission, this.id, frame.method, frame.params)
     } catch (err) {
-      const shape = toProtocolError(err)
-      if (shape.code === 'INTERNAL') this.deps.log.error({ err, connId: this.id, method: frame.method }, 'method failed')
-      this.send(errorFrame(frame.id, shape))
-      metrics.rpc(method, shape.code, (performance.now() - startedAt) / 1000)
-    } finally {
-      if (--this.#inflight === 0) this.#onIdle?.()
+      this.#answerError(frame, method, startedAt, err)
+      return
     }
+    if (!(answer instanceof Promise)) {
+      this.#answer(frame, method, startedAt, answer)
+      return
+    }
+    // Only methods that wait (the database, mostly) count as in flight for a graceful drain.
+    this.#inflight++
+    answer.then(
+      (payload: unknown) => this.#answer(frame, method, startedAt, payload),
+      (err: unknown) => this.#answerError(frame, method, startedAt, err)
+    ).finally(() => {
+      if (--this.#inflight === 0) this.#onIdle?.()
+    })
+  }
+
+  #answer (frame: RequestFrame, method: string, startedAt: number, payload: unknown): void {
+    let text: string
+    try {
+      text = responseFrame(frame.id, payload)
+    } catch (err) {
+      this.#answerError(frame, method, startedAt, err)
+      return
+    }
+    this.send(text)
+    this.deps.metrics.rpc(method, 'ok', (performance.now() - startedAt) / 1000)
+  }
+
+  #answerError (frame: RequestFrame, method: string, startedAt: number, err: unknown): void {
+    const shape = toProtocolError(err)
+    if (shape.code === 'INTERNAL') this.deps.log.error({ err, connId: this.id, method: frame.method }, 'method failed')
+    this.send(errorFrame(frame.id, shape))
+    this.deps.metrics.rpc(method, shape.code, (performance.now() - startedAt) / 1000)
   }
 
   /** Graceful shutdown: take no new requests, resolve when the ones in flight have answered. */

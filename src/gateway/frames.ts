@@ -112,8 +112,12 @@ export function toProtocolError (err: unknown): ErrorShape {
   return { code: 'INTERNAL', message: 'internal error' }
 }
 
+/** The same text as JSON.stringify({ type: 'res', id, ok: true, payload }), without building the envelope (one per RPC). */
 export function responseFrame (id: string, payload: unknown): string {
-  return JSON.stringify({ type: 'res', id, ok: true, payload })
+  const json = JSON.stringify(payload) as string | undefined
+  return json === undefined
+    ? `{"type":"res","id":${JSON.stringify(id)},"ok":true}`
+    : `{"type":"res","id":${JSON.stringify(id)},"ok":true,"payload":${json}}`
 }
 
 export function errorFrame (id: string, error: ErrorShape): string {

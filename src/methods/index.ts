@@ -28,8 +28,12 @@ export class MethodTable {
     return this.#methods.has(method)
   }
 
-  /** Checks the scope before the params, then runs the handler. */
-  async call (admission: Admission, connId: string, method: string, rawParams: unknown): Promise<unknown> {
+  /**
+   * Checks the scope before the params, then runs the handler. Throws a
+   * refusal; returns the handler's own answer, a value or a promise, so a
+   * synchronous method (health, status) is answered in the same tick.
+   */
+  invoke (admission: Admission, connId: string, method: string, rawParams: unknown): unknown {
     const entry = this.#methods.get(method)
     if (entry === undefined) throw invalidRequest(`unknown method: ${method}`, { code: 'UNKNOWN_METHOD', method })
     const { def, validate } = entry
@@ -48,6 +52,6 @@ export class MethodTable {
       const field = invalidField(validate.errors)
       throw invalidRequest(`invalid params: ${field}`, { code: 'INVALID_PARAMS', field })
     }
-    return await def.handler({ admission, connId, params: params as Record<string, unknown> })
+    return def.handler({ admission, connId, params: params as Record<string, unknown> })
   }
 }

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { ROLES } from '../auth/scopes.ts'
+import { RpcTally, TallyHistogram } from './rpc-series.ts'
 
 /** Counts a source reports when scraped. */
 export type CountSource = () => Record<string, number>
@@ -32,7 +33,7 @@ export class Metrics {
   readonly connections: Gauge<'role'>
   readonly handshakes: Counter<'outcome'>
   readonly rpcs: Counter<'method' | 'outcome'>
-  readonly rpcDuration: Histogram<'method'>
+  readonly rpcDuration: TallyHistogram
   readonly closes: Counter<'code' | 'reason'>
   readonly rateLimited: Counter<'limit'>
   readonly notificationLag: Histogram<'kind'>
@@ -41,14 +42,15 @@ export class Metrics {
   readonly dbPool: Gauge<'state'>
   #connectionSource: CountSource | undefined
   #poolSource: (() => PoolStats) | undefined
-  readonly #rpcChildren = new Map<string, Map<string, Counter.Internal>>()
-  readonly #durationChildren = new Map<string, Histogram.Internal<'method'>>()
+  /** RPC counts and durations by method, tallied in place on the per-message path (rpc-series.ts). */
+  readonly #rpcTallies = new Map<string, RpcTally>()
 
   constructor () {
     const registers = [this.registry]
     collectDefaultMetrics({ register: this.registry })
     const connectionSource = (): CountSource | undefined => this.#connectionSource
     const poolSource = (): (() => PoolStats) | undefined => this.#poolSource
+    const rpcTallies = this.#rpcTallies
     this.connections = new Gauge({
       name: 'scopegate_connections',
       help: 'Open WebSocket connections by role (pending: handshake not finished)',
@@ -69,15 +71,22 @@ export class Metrics {
       name: 'scopegate_rpc_requests_total',
       help: 'RPCs after the handshake by method (unknown for a method the gateway does not have) and outcome (ok or the error code)',
       labelNames: ['method', 'outcome'],
-      registers
+      registers,
+      collect () {
+        this.reset()
+        for (const [method, tally] of rpcTallies) {
+          for (const [outcome, count] of tally.outcomes) this.inc({ method, outcome }, count)
+        }
+      }
     })
-    this.rpcDuration = new Histogram({
-      name: 'scopegate_rpc_duration_seconds',
-      help: 'Time from an RPC\'s arrival to its response, by method',
-      labelNames: ['method'],
-      buckets: SECONDS_FAST,
-      registers
-    })
+    this.rpcDuration = new TallyHistogram(
+      'scopegate_rpc_duration_seconds',
+      'Time from an RPC\'s arrival to its response, by method',
+      'method',
+      SECONDS_FAST,
+      rpcTallies
+    )
+    this.registry.registerMetric(this.rpcDuration.asMetric())
     this.closes = new Counter({
       name: 'scopegate_closes_total',
       help: 'WebSocket closes by code and reason kind (peer: the client closed or vanished)',
@@ -138,15 +147,10 @@ export class Metrics {
 
   /** One RPC; `method` must already be a known name or UNKNOWN_METHOD. */
   rpc (method: string, outcome: string, seconds?: number): void {
-    let byOutcome = this.#rpcChildren.get(method)
-    if (byOutcome === undefined) this.#rpcChildren.set(method, byOutcome = new Map())
-    let counter = byOutcome.get(outcome)
-    if (counter === undefined) byOutcome.set(outcome, counter = this.rpcs.labels({ method, outcome }))
-    counter.inc()
-    if (seconds === undefined) return
-    let histogram = this.#durationChildren.get(method)
-    if (histogram === undefined) this.#durationChildren.set(method, histogram = this.rpcDuration.labels({ method }))
-    histogram.observe(seconds)
+    let tally = this.#rpcTallies.get(method)
+    if (tally === undefined) this.#rpcTallies.set(method, tally = new RpcTally(SECONDS_FAST))
+    tally.outcome(outcome)
+    if (seconds !== undefined) tally.observe(seconds)
   }
 
   /** A close the gateway (or ws, for a protocol error) made; `reason` is its kind, never a free-form text. */
