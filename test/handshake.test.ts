@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { Duplex } from 'node:stream'
 import pg from 'pg'
 import t from 'tap'
 import WebSocket from 'ws'
@@ -607,4 +608,24 @@ t.test('probe connections', async (t) => {
     const after = await server.api('GET', '/api/v1/pairing-requests')
     t.same(after.body, before.body)
   })
+})
+
+t.test('the 101 response and the challenge leave the server in one write', async (t) => {
+  // Counts the writes handed to the upgraded socket's handle (Writable's _write/_writev) until the
+  // client has the challenge: one when the two are corked together, two when the 101 goes on its own.
+  const writes: number[] = []
+  const onUpgrade = (_request: unknown, socket: Duplex): void => {
+    const stream = socket as Duplex & { _write: Duplex['_write'], _writev?: Duplex['_writev'] }
+    const { _write: write, _writev: writev } = stream
+    let count = 0
+    writes.push(0)
+    const index = writes.length - 1
+    stream._write = function (this: Duplex, ...args: Parameters<Duplex['_write']>) { writes[index] = ++count; write.apply(this, args) }
+    if (writev !== undefined) stream._writev = function (this: Duplex, ...args: Parameters<NonNullable<Duplex['_writev']>>) { writes[index] = ++count; writev.apply(this, args) }
+  }
+  server.app.server.prependListener('upgrade', onUpgrade)
+  t.teardown(() => { server.app.server.off('upgrade', onUpgrade) })
+  const { socket } = await openWithChallenge()
+  socket.ws.close()
+  t.same(writes, [1])
 })

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
+import { createPublicKey, hash, verify, type KeyObject } from 'node:crypto'
 
 export interface SignedFields {
   deviceId: string
@@ -19,7 +19,7 @@ export function normalizeMetadata (value: string | undefined): string {
 }
 
 export function deviceIdFromPublicKey (publicKey: string): string {
-  return createHash('sha256').update(Buffer.from(publicKey, 'base64url')).digest('hex')
+  return hash('sha256', Buffer.from(publicKey, 'base64url'), 'hex')
 }
 
 function commonFields (f: SignedFields): string {

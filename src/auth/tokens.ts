@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto'
 
 /** A new bearer secret: 32 random bytes, base64url. */
 export function generateToken (): string {
@@ -7,12 +7,12 @@ export function generateToken (): string {
 
 /** Tokens are random 256-bit values, so one SHA-256 is a sufficient stored form. */
 export function hashToken (token: string): string {
-  return createHash('sha256').update(token).digest('hex')
+  return hash('sha256', token, 'hex')
 }
 
 /** Compares a presented token with a stored hash in constant time. */
 export function tokenMatchesHash (token: string, storedHash: string): boolean {
-  const presented = Buffer.from(hashToken(token), 'hex')
+  const presented = hash('sha256', token, 'buffer')
   const stored = Buffer.from(storedHash, 'hex')
   return presented.length === stored.length && timingSafeEqual(presented, stored)
 }

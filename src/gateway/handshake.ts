@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { hash, timingSafeEqual } from 'node:crypto'
 import { deviceIdFromPublicKey, normalizeMetadata, verifyDeviceSignature } from '../auth/device-identity.ts'
 import { isRole, uncoveredScopes, uniqueScopes } from '../auth/scopes.ts'
 import { tokenMatchesHash } from '../auth/tokens.ts'
@@ -66,7 +66,7 @@ export function unavailable (): HandshakeResult {
 }
 
 export function hashGatewayToken (token: string): Buffer {
-  return createHash('sha256').update(token).digest()
+  return hash('sha256', token, 'buffer')
 }
 
 function gatewayTokenMatches (token: string, expectedHash: Buffer): boolean {

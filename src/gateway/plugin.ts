@@ -1,4 +1,5 @@
 import websocket from '@fastify/websocket'
+import type { IncomingMessage } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { isCovered } from '../auth/scopes.ts'
@@ -112,6 +113,14 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     }
   })
   app.decorate('gateway', { registry })
+  // The 101 response and the challenge that follows it in the same tick go out in one write (one segment,
+  // one wake-up of the client) instead of two: ws writes the 101 right after 'headers', then the route
+  // handler below sends the challenge synchronously; nextTick uncorks once both are buffered.
+  app.websocketServer.on('headers', (_headers: string[], request: IncomingMessage) => {
+    const socket = request.socket
+    socket.cork()
+    process.nextTick(() => socket.uncork())
+  })
 
   app.get('/', { websocket: true, logLevel: 'warn', schema: { hide: true } }, (socket, request) => {
     const conn = new GatewayConnection(socket, deps, request.ip)
