@@ -11,7 +11,7 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
-import { cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
+import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -20,6 +20,7 @@ const HANDSHAKE_SECONDS = Number(process.env.HANDSHAKE_SECONDS ?? 5)
 const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
 const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
 const IDLE_WARM_UP = 200
+const INSPECT = '--inspect=127.0.0.1:0'
 const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
 
 function median (values: number[]): number {
@@ -30,12 +31,17 @@ async function sleep (ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms))
 }
 
+/** `count` connections, 50 at a time like openGateway's, so both servers see the same arrival pattern. */
 async function openBare (port: number, count: number): Promise<WebSocket[]> {
-  return await Promise.all(Array.from({ length: count }, async () => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
-    await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
-    return ws
-  }))
+  const sockets: WebSocket[] = []
+  for (let i = 0; i < count; i += 50) {
+    sockets.push(...await Promise.all(Array.from({ length: Math.min(50, count - i) }, async () => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
+      await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
+      return ws
+    })))
+  }
+  return sockets
 }
 
 function closeAll (sockets: WebSocket[]): void {
@@ -78,21 +84,24 @@ async function bareHandshake (port: number): Promise<void> {
 }
 
 /**
- * RSS growth per idle connection of a freshly started server: measured
- * first in each run (after a load the heap can shrink under the
- * measurement and give a negative figure), past a warm-up batch that pays
- * for code and buffers every server allocates once.
+ * RSS growth per idle connection, on a server started for this alone: a
+ * warm-up batch pays for code and buffers allocated once, and a full garbage
+ * collection (through the inspector) comes before each reading, so neither
+ * uncollected handshake garbage nor V8 growing its young generation (in steps
+ * of megabytes) lands in the figure.
  */
 async function idleMemoryPerConnection (server: Server, open: (count: number) => Promise<WebSocket[]>): Promise<number> {
+  const pid = server.child.pid ?? 0
   const warmUp = await open(IDLE_WARM_UP)
-  await sleep(1000)
-  const before = rssBytes(server.child.pid ?? 0)
+  await collectGarbage(server)
+  await sleep(500)
+  const before = rssBytes(pid)
   const sockets = await open(IDLE_CONNECTIONS)
-  await sleep(1500)
-  const after = rssBytes(server.child.pid ?? 0)
+  await collectGarbage(server)
+  await sleep(500)
+  const after = rssBytes(pid)
   closeAll(sockets)
   closeAll(warmUp)
-  await sleep(500)
   return (after - before) / sockets.length
 }
 
@@ -129,13 +138,25 @@ interface RunResult {
   bareKiB: number
 }
 
-async function oneRun (): Promise<RunResult> {
-  const bare = await startProcess([BARE], {}, /listening (\d+)/)
-  const gateway = await startGateway()
+/** Idle memory on a fresh pair of servers started with the inspector, for the GC before each reading. */
+async function idleMemory (): Promise<{ bareBytes: number, gatewayBytes: number }> {
+  const bare = await startProcess([INSPECT, BARE], {}, /listening (\d+)/)
+  const gateway = await startGateway([INSPECT])
   try {
     const bareBytes = await idleMemoryPerConnection(bare, async (count) => await openBare(bare.port, count))
     const gatewayBytes = await idleMemoryPerConnection(gateway.server, async (count) => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, count))
+    return { bareBytes, gatewayBytes }
+  } finally {
+    await bare.stop()
+    await gateway.cleanup()
+  }
+}
 
+async function oneRun (): Promise<RunResult> {
+  const { bareBytes, gatewayBytes } = await idleMemory()
+  const bare = await startProcess([BARE], {}, /listening (\d+)/)
+  const gateway = await startGateway()
+  try {
     const bareSockets = await openBare(bare.port, RPC_CONNECTIONS)
     const bareRpc = await rpcLoad(bareSockets, RPC_SECONDS)
     closeAll(bareSockets)

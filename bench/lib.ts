@@ -14,7 +14,13 @@ import { dropSchema, TEST_DATABASE_URL, uniqueSchema } from '../test/helpers/ser
 export const DATABASE = process.env.BENCH_DB === 'pglite' ? 'pglite' : 'postgres'
 const BIN = fileURLToPath(new URL('../bin/scopegate.js', import.meta.url))
 
-export interface Server { child: ChildProcess, port: number, stop: () => Promise<void> }
+export interface Server {
+  child: ChildProcess
+  port: number
+  /** Everything the process printed up to its ready line (stdout and stderr). */
+  output: string
+  stop: () => Promise<void>
+}
 
 export async function startProcess (args: string[], env: Record<string, string>, ready: RegExp): Promise<Server> {
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -33,6 +39,7 @@ export async function startProcess (args: string[], env: Record<string, string>,
   return {
     child,
     port,
+    output: out,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return
       const exited = new Promise((resolve) => child.once('exit', resolve))
@@ -40,6 +47,23 @@ export async function startProcess (args: string[], env: Record<string, string>,
       await exited
     }
   }
+}
+
+/**
+ * A full garbage collection in a server started with `--inspect=127.0.0.1:0`,
+ * through the inspector protocol (HeapProfiler.collectGarbage), so that an RSS
+ * reading holds what the server keeps and not garbage it has not collected yet.
+ */
+export async function collectGarbage (server: Server): Promise<void> {
+  const url = /Debugger listening on (ws:\/\/\S+)/.exec(server.output)?.[1]
+  if (url === undefined) throw new Error('the server was not started with --inspect')
+  const ws = new WebSocket(url)
+  await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
+  await new Promise<void>((resolve) => {
+    ws.on('message', (data) => { if ((JSON.parse(data.toString()) as { id?: number }).id === 1) resolve() })
+    ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }))
+  })
+  ws.close()
 }
 
 export function rssBytes (pid: number): number {
