@@ -20,6 +20,7 @@ const HANDSHAKE_SECONDS = Number(process.env.HANDSHAKE_SECONDS ?? 5)
 const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
 const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
 const IDLE_WARM_UP = 200
+const IDLE_STEPS = 5
 const INSPECT = '--inspect=127.0.0.1:0'
 const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
 
@@ -85,24 +86,34 @@ async function bareHandshake (port: number): Promise<void> {
 
 /**
  * RSS growth per idle connection, on a server started for this alone: a
- * warm-up batch pays for code and buffers allocated once, and a full garbage
- * collection (through the inspector) comes before each reading, so neither
- * uncollected handshake garbage nor V8 growing its young generation (in steps
- * of megabytes) lands in the figure.
+ * warm-up batch pays for code and buffers allocated once; then
+ * IDLE_CONNECTIONS arrive in IDLE_STEPS steps, each followed by a full
+ * garbage collection (through the inspector) and an RSS reading, and the
+ * figure is the median step's growth per connection. Uncollected handshake
+ * garbage never lands in a reading, and a one-off release of start-up memory
+ * back to the OS (which made single readings negative) moves one step, not
+ * the median.
  */
 async function idleMemoryPerConnection (server: Server, open: (count: number) => Promise<WebSocket[]>): Promise<number> {
   const pid = server.child.pid ?? 0
-  const warmUp = await open(IDLE_WARM_UP)
-  await collectGarbage(server)
-  await sleep(500)
-  const before = rssBytes(pid)
-  const sockets = await open(IDLE_CONNECTIONS)
-  await collectGarbage(server)
-  await sleep(500)
-  const after = rssBytes(pid)
+  const sockets = await open(IDLE_WARM_UP)
+  const settledRss = async (): Promise<number> => {
+    await collectGarbage(server)
+    await sleep(300)
+    return rssBytes(pid)
+  }
+  let last = await settledRss()
+  const perConnection: number[] = []
+  const step = Math.ceil(IDLE_CONNECTIONS / IDLE_STEPS)
+  for (let opened = 0; opened < IDLE_CONNECTIONS; opened += step) {
+    const batch = await open(Math.min(step, IDLE_CONNECTIONS - opened))
+    sockets.push(...batch)
+    const rss = await settledRss()
+    perConnection.push((rss - last) / batch.length)
+    last = rss
+  }
   closeAll(sockets)
-  closeAll(warmUp)
-  return (after - before) / sockets.length
+  return median(perConnection)
 }
 
 function verifyRatePerCore (): number {
