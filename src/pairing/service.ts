@@ -110,13 +110,29 @@ function isSubset (items: readonly string[], of: readonly string[]): boolean {
 
 interface Resolution { requestId: string, deviceId: string, decision: PairDecision }
 
-/** The role's approved scopes when they already cover the ask (metadata included); read under the device lock. */
-async function approvedScopesCovering (tx: Prisma.TransactionClient, ask: PairingAsk): Promise<{ roleScopes: string[] } | null> {
-  const device = await tx.device.findUnique({ where: { id: ask.deviceId }, include: { roles: { where: { role: ask.role } } } })
-  const roleScopes = device?.roles[0]?.scopes
-  if (device == null || roleScopes === undefined) return null
-  if (device.platform !== ask.platform || device.deviceFamily !== ask.deviceFamily) return null
-  return uncoveredScopes(ask.scopes, roleScopes).length === 0 ? { roleScopes } : null
+/** What the device holds for the asked role, read under the device lock. */
+interface DeviceStanding {
+  /** The role's approved scopes; null: the device is not paired for the role. */
+  roleScopes: string[] | null
+  /** The device is paired for some role already (the request is a repair). */
+  isRepair: boolean
+  metadataMatches: boolean
+}
+
+async function deviceStanding (tx: Prisma.TransactionClient, ask: PairingAsk): Promise<DeviceStanding> {
+  const device = await tx.device.findUnique({ where: { id: ask.deviceId }, include: { roles: true } })
+  return {
+    roleScopes: device?.roles.find((r) => r.role === ask.role)?.scopes ?? null,
+    isRepair: (device?.roles.length ?? 0) > 0,
+    metadataMatches: device != null && device.platform === ask.platform && device.deviceFamily === ask.deviceFamily
+  }
+}
+
+/** The role's approved scopes when they already cover `scopes` (metadata included); null otherwise. */
+function coveringScopes (standing: DeviceStanding, scopes: readonly string[]): string[] | null {
+  const { roleScopes } = standing
+  if (roleScopes === null || !standing.metadataMatches) return null
+  return uncoveredScopes(scopes, roleScopes).length === 0 ? roleScopes : null
 }
 
 export class PairingService {
@@ -143,8 +159,9 @@ export class PairingService {
     let created = false
     const row = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, ask.deviceId)
-      const covered = await approvedScopesCovering(tx, ask)
-      if (covered !== null) return covered
+      const standing = await deviceStanding(tx, ask)
+      const covered = coveringScopes(standing, ask.scopes)
+      if (covered !== null) return { roleScopes: covered }
       let pending = await tx.pairingRequest.findFirst({ where: { deviceId: ask.deviceId, state: 'pending' } })
       if (pending !== null && pending.expiresAt.getTime() <= Date.now()) {
         await markExpired(tx, pending)
@@ -152,8 +169,6 @@ export class PairingService {
         pending = null
       }
       if (pending !== null && coversAsk(pending, ask)) return pending
-      const approvedRole = await tx.deviceRole.findUnique({ where: { deviceId_role: { deviceId: ask.deviceId, role: ask.role } } })
-      const isRepair = (await tx.deviceRole.count({ where: { deviceId: ask.deviceId } })) > 0
       const now = new Date()
       const nextId = randomUUID()
       // The old request leaves pending before the new one enters it: at most one is pending per device (unique index).
@@ -170,9 +185,9 @@ export class PairingService {
           ...requestRow(nextId, ask, reason, now, this.ttlMs),
           roles: union(pending?.roles ?? [], [ask.role]),
           scopes: union(pending?.scopes ?? [], ask.scopes),
-          isRepair,
+          isRepair: standing.isRepair,
           state: 'pending',
-          approvedScopes: sortedScopes(approvedRole?.scopes ?? []),
+          approvedScopes: sortedScopes(standing.roleScopes ?? []),
           grantedScopes: []
         }
       })
@@ -303,24 +318,12 @@ export class PairingService {
     const granted = sortedScopes(verdict.granted)
     const result = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, ask.deviceId)
-      const device = await tx.device.findUnique({ where: { id: ask.deviceId }, include: { roles: true } })
-      const current = device?.roles.find((r) => r.role === ask.role)?.scopes ?? null
-      const upToDate = device != null && current !== null && device.platform === ask.platform &&
-        device.deviceFamily === ask.deviceFamily && uncoveredScopes(granted, current).length === 0
-      if (upToDate) return { requestId: null, roleScopes: current }
+      const standing = await deviceStanding(tx, ask)
+      const upToDate = coveringScopes(standing, granted)
+      if (upToDate !== null) return { requestId: null, roleScopes: upToDate }
       const now = new Date()
       const request = await tx.pairingRequest.create({
-        data: {
-          ...requestRow(randomUUID(), ask, reason, now, this.ttlMs),
-          roles: [ask.role],
-          scopes: ask.scopes,
-          isRepair: (device?.roles.length ?? 0) > 0,
-          state: 'approved',
-          resolvedAt: now,
-          resolvedBy: actor,
-          approvedScopes: sortedScopes(current ?? []),
-          grantedScopes: granted
-        }
+        data: this.#decidedRequestRow(ask, reason, now, standing, { state: 'approved', actor, grantedScopes: granted })
       })
       const paired = await applyApproval(tx, request, granted, actor, now, { reason, policyId: verdict.policy.id, policyName: verdict.policy.name })
       return { requestId: request.id, roleScopes: paired.roleScopes[ask.role] ?? granted }
@@ -334,22 +337,12 @@ export class PairingService {
     const actor = `policy:${policy.id}`
     const result = await this.db.prisma.$transaction(async (tx) => {
       await lockDevice(tx, ask.deviceId)
-      const roles = await tx.deviceRole.findMany({ where: { deviceId: ask.deviceId } })
-      const approvedScopes = sortedScopes(roles.find((r) => r.role === ask.role)?.scopes ?? [])
+      const standing = await deviceStanding(tx, ask)
       const now = new Date()
       const request = await tx.pairingRequest.create({
-        data: {
-          ...requestRow(randomUUID(), ask, reason, now, this.ttlMs),
-          roles: [ask.role],
-          scopes: ask.scopes,
-          isRepair: roles.length > 0,
-          state: 'rejected',
-          resolvedAt: now,
-          resolvedBy: actor,
-          approvedScopes,
-          grantedScopes: []
-        }
+        data: this.#decidedRequestRow(ask, reason, now, standing, { state: 'rejected', actor, grantedScopes: [] })
       })
+      const approvedScopes = request.approvedScopes
       await writeAudit(tx, {
         actor,
         action: 'pairing.rejected',
@@ -362,6 +355,21 @@ export class PairingService {
     await this.#announce([{ requestId: result.requestId, deviceId: ask.deviceId, decision: 'rejected' }])
     return result
   }
+  /** The row of a request a policy decided as the connect arrived: created approved or rejected, never pending. */
+  #decidedRequestRow (ask: PairingAsk, reason: PairingReason, now: Date, standing: DeviceStanding, decided: { state: 'approved' | 'rejected', actor: string, grantedScopes: string[] }) {
+    return {
+      ...requestRow(randomUUID(), ask, reason, now, this.ttlMs),
+      roles: [ask.role],
+      scopes: ask.scopes,
+      isRepair: standing.isRepair,
+      state: decided.state,
+      resolvedAt: now,
+      resolvedBy: decided.actor,
+      approvedScopes: sortedScopes(standing.roleScopes ?? []),
+      grantedScopes: decided.grantedScopes
+    } satisfies Prisma.PairingRequestUncheckedCreateInput
+  }
+
 
   /** Marks every pending request past its expiry as expired, once across instances. */
   async expireDue (): Promise<number> {
