@@ -1,0 +1,83 @@
+// Two builds of the gateway under the same load at the same time: the same
+// client drives both at once, so whatever else the machine is doing slows
+// both alike, and the ratio of their CPU per operation holds where a
+// before/after pair of runs swings by ±30%. For "what did this change buy".
+// A figure, not a test.
+//
+//   git worktree add /tmp/before <commit> && (cd /tmp/before && npm ci)
+//   B=/tmp/before npx tsx bench/ab.ts               # RPC (health) calls
+//   MODE=handshake B=/tmp/before npx tsx bench/ab.ts  # full handshakes
+//
+// A is this checkout (or A=<dir>); each directory needs its dist/ built.
+import { resolve } from 'node:path'
+import { cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, startGateway, type Gateway } from './lib.ts'
+
+const MODE = process.env.MODE === 'handshake' ? 'handshake' : 'rpc'
+const ROUNDS = Number(process.env.ROUNDS ?? 5)
+const SECONDS = Number(process.env.SECONDS ?? 3)
+const CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
+const CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
+
+function binOf (dir: string): string {
+  return resolve(dir, 'bin/scopegate.js')
+}
+
+interface Side { name: string, gateway: Gateway, ops: number, cpuMs: number }
+
+async function measure (sides: Side[], load: (side: Side) => Promise<number>): Promise<Array<{ opsPerSecond: number, cpuUsPerOp: number }>> {
+  const before = sides.map((side) => cpuMs(side.gateway.server.child.pid ?? 0))
+  const ops = await Promise.all(sides.map(load))
+  return sides.map((side, i) => {
+    const used = cpuMs(side.gateway.server.child.pid ?? 0) - (before[i] ?? 0)
+    return { opsPerSecond: (ops[i] ?? 0) / SECONDS, cpuUsPerOp: (used * 1000) / (ops[i] ?? 1) }
+  })
+}
+
+async function main (): Promise<void> {
+  const bDir = process.env.B
+  if (bDir === undefined) throw new Error('set B to the checkout to compare with (its dist/ built)')
+  const aDir = process.env.A ?? resolve(import.meta.dirname, '..')
+  const sides: Side[] = [
+    { name: `A ${aDir}`, gateway: await startGateway([], binOf(aDir)), ops: 0, cpuMs: 0 },
+    { name: `B ${bDir}`, gateway: await startGateway([], binOf(bDir)), ops: 0, cpuMs: 0 }
+  ]
+  try {
+    const sockets = MODE === 'rpc'
+      ? await Promise.all(sides.map(async ({ gateway }) => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, CONNECTIONS / 2)))
+      : []
+    const rounds: Array<Array<{ opsPerSecond: number, cpuUsPerOp: number }>> = []
+    for (let round = 0; round < ROUNDS; round++) {
+      const figures = await measure(sides, async (side) => {
+        const index = sides.indexOf(side)
+        if (MODE === 'rpc') return (await rpcLoad(sockets[index] ?? [], SECONDS)).count
+        const { gateway } = side
+        const deadline = performance.now() + SECONDS * 1000
+        let count = 0
+        await Promise.all(Array.from({ length: CONCURRENCY / 2 }, async () => {
+          while (performance.now() < deadline) {
+            await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken)
+            count++
+          }
+        }))
+        return count
+      })
+      rounds.push(figures)
+      process.stderr.write(`round ${round + 1}/${ROUNDS}: ${figures.map((f, i) => `${i === 0 ? 'A' : 'B'} ${f.opsPerSecond.toFixed(0)}/s ${f.cpuUsPerOp.toFixed(1)} µs`).join(', ')}\n`)
+    }
+    for (const list of sockets) for (const ws of list) ws.terminate()
+    const med = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50)
+    const cpuRatio = med(rounds.map(([a, b]) => (b?.cpuUsPerOp ?? NaN) / (a?.cpuUsPerOp ?? NaN)))
+    const rateRatio = med(rounds.map(([a, b]) => (b?.opsPerSecond ?? NaN) / (a?.opsPerSecond ?? NaN)))
+    const unit = MODE === 'rpc' ? 'call' : 'handshake'
+    console.log(`${MODE} on ${DATABASE}, ${ROUNDS} rounds of ${SECONDS} s, both builds loaded at once`)
+    sides.forEach((side, i) => {
+      console.log(`${side.name}: median ${med(rounds.map((r) => r[i]?.opsPerSecond ?? NaN)).toFixed(0)}/s, server CPU ${med(rounds.map((r) => r[i]?.cpuUsPerOp ?? NaN)).toFixed(1)} µs per ${unit}`)
+    })
+    console.log(`B/A: server CPU per ${unit} ${cpuRatio.toFixed(3)}x, rate ${rateRatio.toFixed(3)}x (medians of the rounds' ratios)`)
+    console.log(JSON.stringify({ bench: 'ab', mode: MODE, database: DATABASE, rounds: ROUNDS, cpuPerOpRatioBoverA: Number(cpuRatio.toFixed(3)), rateRatioBoverA: Number(rateRatio.toFixed(3)) }))
+  } finally {
+    await Promise.all(sides.map(async ({ gateway }) => { await gateway.cleanup() }))
+  }
+}
+
+await main()
