@@ -83,3 +83,21 @@ t.test('PGlite: migrate at start, pair a device, restart on the same DATA_DIR an
   t.equal(unknown.res.ok, false, 'the token is bound to its device')
   await unknown.socket.closed
 })
+
+t.test('a prepared hot query answers the same on PGlite (PREPARE + EXECUTE with literals) as on Postgres, whatever the text', async (t) => {
+  const tricky = ["it's", 'back\\slash', "'); DROP TABLE devices; --", '$1', 'ünï©ødé 🎉', '', "E'x'", '\\\'']
+  const query = { name: 'scopegate-test-echo', text: 'SELECT $1::text AS a, $2::text AS b, $3::int AS n, $4::text AS missing' }
+  for (const databaseUrl of [undefined, 'postgres']) {
+    const server = databaseUrl === undefined ? await startServer(t, { databaseUrl: undefined }) : await startServer(t)
+    const { sql, kind } = server.app.db
+    // Several first calls at once: the statement is prepared once, not once per caller.
+    const first = await Promise.all(tricky.map(async (text, i) => await sql.prepared<{ a: string, b: string, n: number, missing: null }>(query, [text, `${text}|${text}`, i, null])))
+    first.forEach(({ rows }, i) => t.same(rows, [{ a: tricky[i], b: `${tricky[i]}|${tricky[i]}`, n: i, missing: null }], `${kind}: ${JSON.stringify(tricky[i])}`))
+    const again = await sql.prepared<{ a: string }>(query, ['again', 'x', 0, null])
+    t.equal(again.rows[0]?.a, 'again', `${kind}: the prepared statement is reused`)
+    if (kind === 'pglite') await t.rejects(sql.prepared(query, [{ a: 1 }, 'x', 0, null]), TypeError, 'a value with no SQL literal is refused, never stringified into the statement')
+    const devices = await sql.query<{ n: number }>('SELECT count(*)::int AS n FROM devices')
+    t.equal(devices.rows.length, 1, `${kind}: the devices table is still there`)
+    await server.close()
+  }
+})
