@@ -8,7 +8,9 @@
 //   B=/tmp/before npx tsx bench/ab.ts               # RPC (health) calls
 //   MODE=handshake B=/tmp/before npx tsx bench/ab.ts  # full handshakes
 //
-// A is this checkout (or A=<dir>); each directory needs its dist/ built.
+// A is this checkout (or A=<dir>); each directory needs its dist/ built. For
+// one build under two sets of Node flags, give B the same directory and set
+// A_NODE_ARGS / B_NODE_ARGS (e.g. B_NODE_ARGS=--max-semi-space-size=4).
 import { resolve } from 'node:path'
 import { cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, startGateway, type Gateway } from './lib.ts'
 
@@ -22,14 +24,21 @@ function binOf (dir: string): string {
   return resolve(dir, 'bin/scopegate.js')
 }
 
-interface Side { name: string, gateway: Gateway, ops: number, cpuMs: number }
+interface Side { name: string, gateway: Gateway }
 
-async function measure (sides: Side[], load: (side: Side) => Promise<number>): Promise<Array<{ opsPerSecond: number, cpuUsPerOp: number }>> {
+interface Figures { opsPerSecond: number, cpuUsPerOp: number, p99Ms: number }
+
+function nodeArgs (name: string): string[] {
+  return (process.env[name] ?? '').split(' ').filter((arg) => arg !== '')
+}
+
+async function measure (sides: Side[], load: (side: Side) => Promise<{ count: number, p99: number }>): Promise<Figures[]> {
   const before = sides.map((side) => cpuMs(side.gateway.server.child.pid ?? 0))
-  const ops = await Promise.all(sides.map(load))
+  const results = await Promise.all(sides.map(load))
   return sides.map((side, i) => {
     const used = cpuMs(side.gateway.server.child.pid ?? 0) - (before[i] ?? 0)
-    return { opsPerSecond: (ops[i] ?? 0) / SECONDS, cpuUsPerOp: (used * 1000) / (ops[i] ?? 1) }
+    const { count, p99 } = results[i] ?? { count: 0, p99: NaN }
+    return { opsPerSecond: count / SECONDS, cpuUsPerOp: (used * 1000) / count, p99Ms: p99 }
   })
 }
 
@@ -38,18 +47,18 @@ async function main (): Promise<void> {
   if (bDir === undefined) throw new Error('set B to the checkout to compare with (its dist/ built)')
   const aDir = process.env.A ?? resolve(import.meta.dirname, '..')
   const sides: Side[] = [
-    { name: `A ${aDir}`, gateway: await startGateway([], binOf(aDir)), ops: 0, cpuMs: 0 },
-    { name: `B ${bDir}`, gateway: await startGateway([], binOf(bDir)), ops: 0, cpuMs: 0 }
+    { name: `A ${aDir} ${process.env.A_NODE_ARGS ?? ''}`.trim(), gateway: await startGateway(nodeArgs('A_NODE_ARGS'), binOf(aDir)) },
+    { name: `B ${bDir} ${process.env.B_NODE_ARGS ?? ''}`.trim(), gateway: await startGateway(nodeArgs('B_NODE_ARGS'), binOf(bDir)) }
   ]
   try {
     const sockets = MODE === 'rpc'
       ? await Promise.all(sides.map(async ({ gateway }) => await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, CONNECTIONS / 2)))
       : []
-    const rounds: Array<Array<{ opsPerSecond: number, cpuUsPerOp: number }>> = []
+    const rounds: Figures[][] = []
     for (let round = 0; round < ROUNDS; round++) {
       const figures = await measure(sides, async (side) => {
         const index = sides.indexOf(side)
-        if (MODE === 'rpc') return (await rpcLoad(sockets[index] ?? [], SECONDS)).count
+        if (MODE === 'rpc') return await rpcLoad(sockets[index] ?? [], SECONDS)
         const { gateway } = side
         const deadline = performance.now() + SECONDS * 1000
         let count = 0
@@ -59,10 +68,10 @@ async function main (): Promise<void> {
             count++
           }
         }))
-        return count
+        return { count, p99: NaN }
       })
       rounds.push(figures)
-      process.stderr.write(`round ${round + 1}/${ROUNDS}: ${figures.map((f, i) => `${i === 0 ? 'A' : 'B'} ${f.opsPerSecond.toFixed(0)}/s ${f.cpuUsPerOp.toFixed(1)} µs`).join(', ')}\n`)
+      process.stderr.write(`round ${round + 1}/${ROUNDS}: ${figures.map((f, i) => `${i === 0 ? 'A' : 'B'} ${f.opsPerSecond.toFixed(0)}/s ${f.cpuUsPerOp.toFixed(1)} µs${Number.isNaN(f.p99Ms) ? '' : ` p99 ${f.p99Ms.toFixed(2)} ms`}`).join(', ')}\n`)
     }
     for (const list of sockets) for (const ws of list) ws.terminate()
     const med = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50)
@@ -71,7 +80,7 @@ async function main (): Promise<void> {
     const unit = MODE === 'rpc' ? 'call' : 'handshake'
     console.log(`${MODE} on ${DATABASE}, ${ROUNDS} rounds of ${SECONDS} s, both builds loaded at once`)
     sides.forEach((side, i) => {
-      console.log(`${side.name}: median ${med(rounds.map((r) => r[i]?.opsPerSecond ?? NaN)).toFixed(0)}/s, server CPU ${med(rounds.map((r) => r[i]?.cpuUsPerOp ?? NaN)).toFixed(1)} µs per ${unit}`)
+      console.log(`${side.name}: median ${med(rounds.map((r) => r[i]?.opsPerSecond ?? NaN)).toFixed(0)}/s, server CPU ${med(rounds.map((r) => r[i]?.cpuUsPerOp ?? NaN)).toFixed(1)} µs per ${unit}${MODE === 'rpc' ? `, p99 ${med(rounds.map((r) => r[i]?.p99Ms ?? NaN)).toFixed(2)} ms` : ''}`)
     })
     console.log(`B/A: server CPU per ${unit} ${cpuRatio.toFixed(3)}x, rate ${rateRatio.toFixed(3)}x (medians of the rounds' ratios)`)
     console.log(JSON.stringify({ bench: 'ab', mode: MODE, database: DATABASE, rounds: ROUNDS, cpuPerOpRatioBoverA: Number(cpuRatio.toFixed(3)), rateRatioBoverA: Number(rateRatio.toFixed(3)) }))
