@@ -10,7 +10,9 @@
 //
 // A is this checkout (or A=<dir>); each directory needs its dist/ built. For
 // one build under two sets of Node flags, give B the same directory and set
-// A_NODE_ARGS / B_NODE_ARGS (e.g. B_NODE_ARGS=--max-semi-space-size=4).
+// A_NODE_ARGS / B_NODE_ARGS (e.g. B_NODE_ARGS=--max-semi-space-size=4), or
+// A_ENV / B_ENV as JSON (e.g. B_ENV='{"DATABASE_URL":"postgres://postgres@/test?host=/var/run/postgresql"}'
+// for Postgres over its Unix socket).
 import { resolve } from 'node:path'
 import { cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, startGateway, type Gateway } from './lib.ts'
 
@@ -27,6 +29,11 @@ function binOf (dir: string): string {
 interface Side { name: string, gateway: Gateway }
 
 interface Figures { opsPerSecond: number, cpuUsPerOp: number, p99Ms: number }
+
+function envOf (name: string): Record<string, string> {
+  const text = process.env[name]
+  return text === undefined ? {} : JSON.parse(text) as Record<string, string>
+}
 
 function nodeArgs (name: string): string[] {
   return (process.env[name] ?? '').split(' ').filter((arg) => arg !== '')
@@ -47,8 +54,8 @@ async function main (): Promise<void> {
   if (bDir === undefined) throw new Error('set B to the checkout to compare with (its dist/ built)')
   const aDir = process.env.A ?? resolve(import.meta.dirname, '..')
   const sides: Side[] = [
-    { name: `A ${aDir} ${process.env.A_NODE_ARGS ?? ''}`.trim(), gateway: await startGateway(nodeArgs('A_NODE_ARGS'), binOf(aDir)) },
-    { name: `B ${bDir} ${process.env.B_NODE_ARGS ?? ''}`.trim(), gateway: await startGateway(nodeArgs('B_NODE_ARGS'), binOf(bDir)) }
+    { name: `A ${aDir} ${process.env.A_NODE_ARGS ?? ''} ${process.env.A_ENV ?? ''}`.trim(), gateway: await startGateway(nodeArgs('A_NODE_ARGS'), binOf(aDir), envOf('A_ENV')) },
+    { name: `B ${bDir} ${process.env.B_NODE_ARGS ?? ''} ${process.env.B_ENV ?? ''}`.trim(), gateway: await startGateway(nodeArgs('B_NODE_ARGS'), binOf(bDir), envOf('B_ENV')) }
   ]
   try {
     const sockets = MODE === 'rpc'

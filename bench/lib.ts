@@ -84,9 +84,9 @@ export interface Gateway { server: Server, device: TestDevice, deviceToken: stri
 /**
  * A gateway process (`nodeArgs` e.g. --cpu-prof) with one device paired for
  * operator.read and its device token; `bin`: another build's bin/scopegate.js
- * (bench/ab.ts compares two).
+ * (bench/ab.ts compares two); `extraEnv`: environment for this gateway alone.
  */
-export async function startGateway (nodeArgs: string[] = [], bin: string = BIN): Promise<Gateway> {
+export async function startGateway (nodeArgs: string[] = [], bin: string = BIN, extraEnv: Record<string, string> = {}): Promise<Gateway> {
   const gatewayToken = randomBytes(24).toString('base64url')
   const jwtSecret = randomBytes(32).toString('base64url')
   const dataDir = mkdtempSync(join(tmpdir(), 'scopegate-bench-'))
@@ -96,7 +96,7 @@ export async function startGateway (nodeArgs: string[] = [], bin: string = BIN):
     ...(DATABASE === 'postgres' && { DATABASE_URL: TEST_DATABASE_URL, DATABASE_SCHEMA: schema })
   }
   // At info level for its "Server listening" line; connection outcomes are logged asynchronously.
-  const server = await startProcess([...nodeArgs, bin, 'serve'], { ...env, LOG_LEVEL: 'info', ...process.env.BENCH_ENV_OVERRIDE !== undefined && JSON.parse(process.env.BENCH_ENV_OVERRIDE) as Record<string, string> }, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
+  const server = await startProcess([...nodeArgs, bin, 'serve'], { ...env, LOG_LEVEL: 'info', ...process.env.BENCH_ENV_OVERRIDE !== undefined && JSON.parse(process.env.BENCH_ENV_OVERRIDE) as Record<string, string>, ...extraEnv }, /Server listening at http:\/\/127\.0\.0\.1:(\d+)/)
   const url = `ws://127.0.0.1:${server.port}/`
   const device = new TestDevice()
   const refused = await device.connect(url, { token: gatewayToken, scopes: ['operator.read'] })
