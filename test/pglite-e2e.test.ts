@@ -95,6 +95,11 @@ t.test('a prepared hot query answers the same on PGlite (PREPARE + EXECUTE with 
     first.forEach(({ rows }, i) => t.same(rows, [{ a: tricky[i], b: `${tricky[i]}|${tricky[i]}`, n: i, missing: null }], `${kind}: ${JSON.stringify(tricky[i])}`))
     const again = await sql.prepared<{ a: string }>(query, ['again', 'x', 0, null])
     t.equal(again.rows[0]?.a, 'again', `${kind}: the prepared statement is reused`)
+    if (kind === 'pglite') {
+      await sql.query(`DEALLOCATE "${query.name}"`)
+      const afterDeallocate = await sql.prepared<{ a: string }>(query, ['back', 'x', 0, null])
+      t.equal(afterDeallocate.rows[0]?.a, 'back', 'a statement deallocated on the session is prepared again')
+    }
     if (kind === 'pglite') await t.rejects(sql.prepared(query, [{ a: 1 }, 'x', 0, null]), TypeError, 'a value with no SQL literal is refused, never stringified into the statement')
     const devices = await sql.query<{ n: number }>('SELECT count(*)::int AS n FROM devices')
     t.equal(devices.rows.length, 1, `${kind}: the devices table is still there`)

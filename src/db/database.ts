@@ -213,8 +213,17 @@ async function openPGlite (dataDir: string): Promise<Database> {
     sql: {
       query: async (text, params) => await db.query(text, params),
       prepared: async <R>(query: PreparedQuery, params: unknown[]) => {
+        const execute = `EXECUTE ${quoteIdent(query.name)}(${params.map(sqlLiteral).join(', ')})`
         await prepareOnce(query)
-        return await db.query<R>(`EXECUTE ${quoteIdent(query.name)}(${params.map(sqlLiteral).join(', ')})`)
+        try {
+          return await db.query<R>(execute)
+        } catch (err) {
+          // 26000: the statement is gone (a DEALLOCATE on the session): prepare it again, once.
+          if ((err as { code?: unknown }).code !== '26000') throw err
+          prepared.delete(query.name)
+          await prepareOnce(query)
+          return await db.query<R>(execute)
+        }
       }
     },
     async session () {
