@@ -197,4 +197,5 @@ t.test('the RPC duration histogram is exposed exactly as prom-client exposes its
   ])
   metrics.registry.resetMetrics()
   t.notMatch(await metrics.registry.getSingleMetricAsString('scopegate_rpc_duration_seconds'), /_count/)
+  t.same(parseMetrics(await metrics.registry.getSingleMetricAsString('scopegate_rpc_requests_total')), [], 'the counts are reset too, not re-read from the tallies')
 })

@@ -80,9 +80,14 @@ export class TallyHistogram {
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
   }
 
-  /** Registry.resetMetrics() resets every metric it holds. */
+  /**
+   * Registry.resetMetrics() resets every metric it holds. The tallies also
+   * feed scopegate_rpc_requests_total (its collect() re-reads them), so its
+   * counts are cleared here too, or they would come back on the next scrape.
+   */
   reset (): void {
     for (const tally of this.tallies.values()) {
+      tally.outcomes.clear()
       tally.buckets.fill(0)
       tally.sum = 0
       tally.count = 0
