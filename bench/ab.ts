@@ -14,7 +14,7 @@
 // A_ENV / B_ENV as JSON (e.g. B_ENV='{"DATABASE_URL":"postgres://postgres@/test?host=/var/run/postgresql"}'
 // for Postgres over its Unix socket).
 import { resolve } from 'node:path'
-import { cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, startGateway, type Gateway } from './lib.ts'
+import { cpuMs, DATABASE, gatewayHandshake, loopFor, median, openGateway, rpcLoad, startGateway, type Gateway } from './lib.ts'
 
 const MODE = process.env.MODE === 'handshake' ? 'handshake' : 'rpc'
 const ROUNDS = Number(process.env.ROUNDS ?? 5)
@@ -67,27 +67,19 @@ async function main (): Promise<void> {
         const index = sides.indexOf(side)
         if (MODE === 'rpc') return await rpcLoad(sockets[index] ?? [], SECONDS)
         const { gateway } = side
-        const deadline = performance.now() + SECONDS * 1000
-        let count = 0
-        await Promise.all(Array.from({ length: CONCURRENCY / 2 }, async () => {
-          while (performance.now() < deadline) {
-            await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken)
-            count++
-          }
-        }))
+        const count = await loopFor(SECONDS, CONCURRENCY / 2, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
         return { count, p99: NaN }
       })
       rounds.push(figures)
       process.stderr.write(`round ${round + 1}/${ROUNDS}: ${figures.map((f, i) => `${i === 0 ? 'A' : 'B'} ${f.opsPerSecond.toFixed(0)}/s ${f.cpuUsPerOp.toFixed(1)} µs${Number.isNaN(f.p99Ms) ? '' : ` p99 ${f.p99Ms.toFixed(2)} ms`}`).join(', ')}\n`)
     }
     for (const list of sockets) for (const ws of list) ws.terminate()
-    const med = (values: number[]): number => percentile([...values].sort((a, b) => a - b), 50)
-    const cpuRatio = med(rounds.map(([a, b]) => (b?.cpuUsPerOp ?? NaN) / (a?.cpuUsPerOp ?? NaN)))
-    const rateRatio = med(rounds.map(([a, b]) => (b?.opsPerSecond ?? NaN) / (a?.opsPerSecond ?? NaN)))
+    const cpuRatio = median(rounds.map(([a, b]) => (b?.cpuUsPerOp ?? NaN) / (a?.cpuUsPerOp ?? NaN)))
+    const rateRatio = median(rounds.map(([a, b]) => (b?.opsPerSecond ?? NaN) / (a?.opsPerSecond ?? NaN)))
     const unit = MODE === 'rpc' ? 'call' : 'handshake'
     console.log(`${MODE} on ${DATABASE}, ${ROUNDS} rounds of ${SECONDS} s, both builds loaded at once`)
     sides.forEach((side, i) => {
-      console.log(`${side.name}: median ${med(rounds.map((r) => r[i]?.opsPerSecond ?? NaN)).toFixed(0)}/s, server CPU ${med(rounds.map((r) => r[i]?.cpuUsPerOp ?? NaN)).toFixed(1)} µs per ${unit}${MODE === 'rpc' ? `, p99 ${med(rounds.map((r) => r[i]?.p99Ms ?? NaN)).toFixed(2)} ms` : ''}`)
+      console.log(`${side.name}: median ${median(rounds.map((r) => r[i]?.opsPerSecond ?? NaN)).toFixed(0)}/s, server CPU ${median(rounds.map((r) => r[i]?.cpuUsPerOp ?? NaN)).toFixed(1)} µs per ${unit}${MODE === 'rpc' ? `, p99 ${median(rounds.map((r) => r[i]?.p99Ms ?? NaN)).toFixed(2)} ms` : ''}`)
     })
     console.log(`B/A: server CPU per ${unit} ${cpuRatio.toFixed(3)}x, rate ${rateRatio.toFixed(3)}x (medians of the rounds' ratios)`)
     console.log(JSON.stringify({ bench: 'ab', mode: MODE, database: DATABASE, rounds: ROUNDS, cpuPerOpRatioBoverA: Number(cpuRatio.toFixed(3)), rateRatioBoverA: Number(rateRatio.toFixed(3)) }))

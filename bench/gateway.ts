@@ -11,7 +11,7 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
-import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, openGateway, percentile, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
+import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, loopFor, median, openGateway, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -23,10 +23,6 @@ const IDLE_WARM_UP = 200
 const IDLE_STEPS = 5
 const INSPECT = '--inspect=127.0.0.1:0'
 const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
-
-function median (values: number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 50)
-}
 
 async function sleep (ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms))
@@ -62,14 +58,7 @@ async function handshakeLoad (server: Server, seconds: number, concurrency: numb
   const pid = server.child.pid ?? 0
   const serverBefore = cpuMs(pid)
   const clientBefore = process.cpuUsage()
-  const deadline = performance.now() + seconds * 1000
-  let count = 0
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (performance.now() < deadline) {
-      await once()
-      count++
-    }
-  }))
+  const count = await loopFor(seconds, concurrency, once)
   const client = process.cpuUsage(clientBefore)
   return {
     rate: count / seconds,

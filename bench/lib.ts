@@ -145,6 +145,23 @@ export async function gatewayHandshake (port: number, device: TestDevice, device
   })
 }
 
+/** Runs `once` back to back on `concurrency` loops for `seconds`; how many completed. */
+export async function loopFor (seconds: number, concurrency: number, once: () => Promise<void>): Promise<number> {
+  const deadline = performance.now() + seconds * 1000
+  let count = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() < deadline) {
+      await once()
+      count++
+    }
+  }))
+  return count
+}
+
+export function median (values: number[]): number {
+  return percentile([...values].sort((a, b) => a - b), 50)
+}
+
 export function percentile (sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN
 }

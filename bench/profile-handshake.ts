@@ -8,7 +8,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cpuMs, DATABASE, gatewayHandshake, openGateway, rpcLoad, startGateway } from './lib.ts'
+import { cpuMs, DATABASE, gatewayHandshake, loopFor, openGateway, rpcLoad, startGateway } from './lib.ts'
 
 const SECONDS = Number(process.env.SECONDS ?? 5)
 const CONCURRENCY = Number(process.env.CONCURRENCY ?? 16)
@@ -68,18 +68,9 @@ async function main (): Promise<void> {
     const fromUs = Number(process.hrtime.bigint() / 1000n)
     const serverCpuBefore = cpuMs(pid)
     const clientCpuBefore = process.cpuUsage()
-    const deadline = performance.now() + SECONDS * 1000
-    let handshakes = 0
-    if (MODE === 'rpc') {
-      handshakes = (await rpcLoad(sockets, SECONDS)).count
-    } else {
-      await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-        while (performance.now() < deadline) {
-          await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken)
-          handshakes++
-        }
-      }))
-    }
+    const handshakes = MODE === 'rpc'
+      ? (await rpcLoad(sockets, SECONDS)).count
+      : await loopFor(SECONDS, CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
     const serverCpu = cpuMs(pid) - serverCpuBefore
     const toUs = Number(process.hrtime.bigint() / 1000n)
     const clientUsage = process.cpuUsage(clientCpuBefore)
