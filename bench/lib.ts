@@ -79,6 +79,21 @@ export function cpuMs (pid: number): number {
   return ticks * 10
 }
 
+/** The whole machine's CPU time so far, in ms (/proc/stat): busy (everything but idle and iowait) and total. */
+export function machineCpuMs (): { busy: number, total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]?.trim().split(/\s+/).slice(1).map(Number) ?? []
+  const total = fields.reduce((sum, value) => sum + value, 0)
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0)
+  return { busy: (total - idle) * 10, total: total * 10 }
+}
+
+/** A value of the gateway's /metrics (the first series with exactly this name and no labels). */
+export async function scrapeMetric (port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `))
+  return Number(line?.split(' ')[1] ?? NaN)
+}
+
 export interface Gateway { server: Server, device: TestDevice, deviceToken: string, cleanup: () => Promise<void> }
 
 /**

@@ -39,8 +39,13 @@ t.test('bench:gateway, small, on Postgres and on PGlite: every figure of the tab
     positive(t, run.figures, ['rpcRatio', 'rpcP99Ratio', 'gatewayRps', 'bareRps', 'handshakeRatio', 'gatewayHandshakesPerSecond', 'bareHandshakesPerSecond',
       'gatewayHandshakeServerCpuUs', 'bareHandshakeServerCpuUs', 'gatewayHandshakeClientCpuUs', 'bareHandshakeClientCpuUs', 'ed25519VerifyPerSecond'])
     t.ok(Number.isFinite(run.figures.memoryAboveBareKiB), 'memory per connection above bare is a number')
+    t.ok(run.figures.lookupsPerQuery >= 1, `every device-access query carried at least one handshake's lookup (${String(run.figures.lookupsPerQuery)})`)
+    for (const key of ['gatewayHandshakeOtherCpuUs', 'bareHandshakeOtherCpuUs', 'gatewayHandshakeIdleUs', 'bareHandshakeIdleUs']) {
+      t.ok(Number.isFinite(run.figures[key]) && run.figures[key] >= 0, `${key} is a number, not negative (${String(run.figures[key])})`)
+    }
     t.match(run.stdout, /\| authorized RPC \(health\)/)
     t.match(run.stdout, /\| full handshakes \(paired device\)/)
+    t.match(run.stdout, /\| handshakes per device-access query \| \d/)
     t.match(run.stdout, /\| memory per idle conn \(100\)/)
   }
 })

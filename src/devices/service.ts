@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { generateToken, hashToken } from '../auth/tokens.ts'
 import { sortedScopes } from '../auth/scopes.ts'
-import type { HotSqlClient, PreparedQuery, SqlClient } from '../db/database.ts'
+import type { SqlClient } from '../db/database.ts'
 import type { Prisma, PrismaClient } from '../generated/prisma/client.ts'
 import type { DeviceTokenView, PairedDevice } from '../views.ts'
 
@@ -42,65 +42,6 @@ export function toPairedDevice (row: DeviceRow): PairedDevice {
 export async function findPairedDevice (prisma: PrismaClient | Prisma.TransactionClient, deviceId: string): Promise<PairedDevice | null> {
   const row = await prisma.device.findUnique({ where: { id: deviceId }, include: deviceInclude })
   return row === null ? null : toPairedDevice(row)
-}
-
-/** What a handshake needs to know about a device, for one role. */
-export interface DeviceAccess {
-  platform: string
-  deviceFamily: string
-  /** null: the device is paired, but not for this role. */
-  roleScopes: string[] | null
-  token: { id: string, hash: string, revoked: boolean, expiresAtMs: number | null } | null
-  /** cron fires wait for this device (delivered after hello-ok). */
-  pendingFires: boolean
-  /** This device's token lifetime override (null: DEVICE_TOKEN_TTL_MS). */
-  tokenTtlMs: number | null
-}
-
-interface AccessRow {
-  platform: string
-  device_family: string
-  role_scopes: string[] | null
-  token_id: string | null
-  token_hash: string | null
-  token_revoked_at: Date | null
-  token_expires_at: Date | null
-  pending_fires: boolean
-  token_ttl_ms: number | null
-}
-
-// One indexed query per handshake: primary-key lookups joined on the primary keys.
-const ACCESS_QUERY: PreparedQuery = {
-  name: 'scopegate-device-access',
-  text: `SELECT d.platform, d.device_family, d.token_ttl_ms::float8 AS token_ttl_ms, r.scopes AS role_scopes,
-  t.token_id, t.token_hash, t.revoked_at AS token_revoked_at, t.expires_at AS token_expires_at,
-  EXISTS (SELECT 1 FROM cron_fires f WHERE f.device_id = d.id AND f.delivered_at IS NULL) AS pending_fires
-FROM devices d
-LEFT JOIN device_roles r ON r.device_id = d.id AND r.role = $2
-LEFT JOIN device_tokens t ON t.device_id = d.id AND t.role = $2
-WHERE d.id = $1`
-}
-
-/** null: no paired device with this id. */
-export async function loadDeviceAccess (sql: HotSqlClient, deviceId: string, role: string): Promise<DeviceAccess | null> {
-  const { rows } = await sql.prepared<AccessRow>(ACCESS_QUERY, [deviceId, role])
-  const row = rows[0]
-  if (row === undefined) return null
-  return {
-    platform: row.platform,
-    deviceFamily: row.device_family,
-    roleScopes: row.role_scopes,
-    pendingFires: row.pending_fires,
-    tokenTtlMs: row.token_ttl_ms,
-    token: row.token_id === null || row.token_hash === null
-      ? null
-      : {
-          id: row.token_id,
-          hash: row.token_hash,
-          revoked: row.token_revoked_at !== null,
-          expiresAtMs: row.token_expires_at === null ? null : row.token_expires_at.getTime()
-        }
-  }
 }
 
 export interface MintedToken {

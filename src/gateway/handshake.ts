@@ -2,9 +2,10 @@ import { hash, timingSafeEqual } from 'node:crypto'
 import { deviceIdFromPublicKey, normalizeMetadata, verifyDeviceSignature } from '../auth/device-identity.ts'
 import { isRole, uncoveredScopes, uniqueScopes } from '../auth/scopes.ts'
 import { tokenMatchesHash } from '../auth/tokens.ts'
-import type { HotSqlClient } from '../db/database.ts'
+import type { SqlClient } from '../db/database.ts'
 import { isDatabaseUnavailable } from '../db/errors.ts'
-import { loadDeviceAccess, mintDeviceToken, type DeviceAccess, type MintedToken } from '../devices/service.ts'
+import type { DeviceAccess, DeviceAccessLoader } from '../devices/access.ts'
+import { mintDeviceToken, type MintedToken } from '../devices/service.ts'
 import type { PairingAsk, PairingDecision, PairingReason, PairingService, PolicyRef } from '../pairing/service.ts'
 import { Close, type CloseSpec } from './close.ts'
 import { invalidField, isConnectParams, PROTOCOL_VERSION, type ConnectParams, type ErrorShape } from './frames.ts'
@@ -37,7 +38,10 @@ export type HandshakeResult =
   | { ok: false, outcome: string, error: ErrorShape, close: CloseSpec, cause?: unknown }
 
 export interface HandshakeDeps {
-  sql: HotSqlClient
+  /** Mints device tokens. */
+  sql: SqlClient
+  /** The handshake's one read: the device, its grant and token for the role (batched with concurrent handshakes'). */
+  access: DeviceAccessLoader
   pairing: PairingService
   gatewayTokenHash: Buffer
   deviceTokenTtlMs: number
@@ -128,7 +132,7 @@ export async function authenticate (raw: unknown, challenge: Challenge, deps: Ha
   let access: DeviceAccess | null = null
   if (device !== undefined) {
     try {
-      access = await loadDeviceAccess(deps.sql, device.id, params.role)
+      access = await deps.access.load(device.id, params.role)
     } catch (err) {
       return failure(err)
     }

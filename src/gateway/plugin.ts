@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { isCovered } from '../auth/scopes.ts'
 import { withTimeout, type BusMessage, type PairDecision } from '../db/bus.ts'
+import { DeviceAccessLoader } from '../devices/access.ts'
 import { LastSeenRecorder } from '../devices/service.ts'
 import { CronDelivery } from '../cron/delivery.ts'
 import { cronMethods } from '../methods/cron.ts'
@@ -56,7 +57,7 @@ async function gatewayPlugin (app: FastifyInstance, opts: GatewayPluginOptions):
     rpcRatePerConn: config.rpcRatePerConn
   }
   const deps = {
-    handshake: { sql: db.sql, pairing, gatewayTokenHash: hashGatewayToken(config.gatewayToken), deviceTokenTtlMs: config.deviceTokenTtlMs, now: () => app.clock.now() },
+    handshake: { sql: db.sql, access: new DeviceAccessLoader(db.sql, { onBatch: (lookups) => app.metrics.deviceAccessBatch(lookups) }), pairing, gatewayTokenHash: hashGatewayToken(config.gatewayToken), deviceTokenTtlMs: config.deviceTokenTtlMs, now: () => app.clock.now() },
     methods,
     registry,
     lastSeen,

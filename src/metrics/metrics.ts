@@ -40,6 +40,7 @@ export class Metrics {
   readonly schedulerFires: Counter
   readonly schedulerLag: Histogram
   readonly dbPool: Gauge<'state'>
+  readonly deviceAccessBatches: Histogram
   #connectionSource: CountSource | undefined
   #poolSource: (() => PoolStats) | undefined
   /** RPC counts and durations by method, tallied in place on the per-message path (rpc-series.ts). */
@@ -117,6 +118,12 @@ export class Metrics {
       buckets: SECONDS_SCHEDULER,
       registers
     })
+    this.deviceAccessBatches = new Histogram({
+      name: 'scopegate_device_access_batch_size',
+      help: 'Handshakes whose device lookup went to the database in one query (count: queries, sum: handshakes)',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+      registers
+    })
     this.dbPool = new Gauge({
       name: 'scopegate_db_pool_connections',
       help: 'Database pool clients: total, idle, and requests waiting for one (0 for embedded PGlite)',
@@ -139,6 +146,10 @@ export class Metrics {
   /** The database reports its pool when scraped. */
   watchPool (source: () => PoolStats): void {
     this.#poolSource = source
+  }
+
+  deviceAccessBatch (lookups: number): void {
+    this.deviceAccessBatches.observe(lookups)
   }
 
   handshake (outcome: string): void {
