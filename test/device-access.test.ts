@@ -50,13 +50,14 @@ for (const database of ['pglite', 'postgres'] as const) {
       [stranger.id, 'operator'],
       [reader.device.id, 'node'],
       [reader.device.id, 'operator'],
-      ["'); DROP TABLE devices; --", 'operator']
+      ["'); DROP TABLE devices; --", 'operator'],
+      ['back\\slash "quote" ünï©ødé', "it's"]
     ]
     const together = await Promise.all(asks.map(async ([id, role]) => await loader.load(id, role)))
-    t.equal(statements(), 1, 'six lookups made together: one statement')
-    t.same(batches, [6])
+    t.equal(statements(), 1, 'seven lookups made together: one statement')
+    t.same(batches, [7])
 
-    const [readerAccess, writerAccess, strangerAccess, readerAsNode, readerAgain, injected] = together as Array<DeviceAccess | null>
+    const [readerAccess, writerAccess, strangerAccess, readerAsNode, readerAgain, injected, escaped] = together as Array<DeviceAccess | null>
     t.match(readerAccess, { platform: 'linux', deviceFamily: '', roleScopes: ['operator.read'], pendingFires: false, tokenTtlMs: null, token: { revoked: false } })
     t.match(readerAccess?.token?.id, /^[0-9a-f-]{36}$/)
     t.type(readerAccess?.token?.expiresAtMs, 'number', 'the token expires (DEVICE_TOKEN_TTL_MS)')
@@ -66,6 +67,7 @@ for (const database of ['pglite', 'postgres'] as const) {
     t.match(readerAsNode, { platform: 'linux', roleScopes: null, token: null }, 'paired, but not for this role')
     t.same(readerAgain, readerAccess, 'the same lookup twice in a batch: the same answer')
     t.equal(injected, null, 'an id that looks like SQL is only a value')
+    t.equal(escaped, null, 'backslashes, quotes and non-ASCII text are only values')
 
     // Each alone, in turns of its own: the same answers, one statement each.
     for (const [index, [id, role]] of asks.entries()) {
