@@ -1,4 +1,4 @@
-// The benchmark scripts (npm run bench, bench:ab, bench:profile) in small:
+// The benchmark scripts (npm run bench, bench:ab, bench:profile, bench:variants) in small:
 // each runs as it would from the command line, with tiny loads, and must end
 // with its JSON line holding every figure it documents. Speed is never
 // asserted (these are figures, not timed tests); what must hold at any speed
@@ -39,9 +39,11 @@ t.test('bench:gateway, small, on Postgres and on PGlite: every figure of the tab
     positive(t, run.figures, ['rpcRatio', 'rpcP99Ratio', 'gatewayRps', 'bareRps', 'handshakeRatio', 'gatewayHandshakesPerSecond', 'bareHandshakesPerSecond',
       'gatewayHandshakeServerCpuUs', 'bareHandshakeServerCpuUs', 'gatewayHandshakeClientCpuUs', 'bareHandshakeClientCpuUs', 'ed25519VerifyPerSecond'])
     t.ok(Number.isFinite(run.figures.memoryAboveBareKiB), 'memory per connection above bare is a number')
-    t.ok(run.figures.lookupsPerQuery >= 1, `every device-access query carried at least one handshake's lookup (${String(run.figures.lookupsPerQuery)})`)
+    const lookupsPerQuery = Number(run.figures.lookupsPerQuery)
+    t.ok(lookupsPerQuery >= 1, `every device-access query carried at least one handshake's lookup (${lookupsPerQuery})`)
     for (const key of ['gatewayHandshakeOtherCpuUs', 'bareHandshakeOtherCpuUs', 'gatewayHandshakeIdleUs', 'bareHandshakeIdleUs']) {
-      t.ok(Number.isFinite(run.figures[key]) && run.figures[key] >= 0, `${key} is a number, not negative (${String(run.figures[key])})`)
+      const value = run.figures[key]
+      t.ok(typeof value === 'number' && Number.isFinite(value) && value >= 0, `${key} is a number, not negative (${String(value)})`)
     }
     t.match(run.stdout, /\| authorized RPC \(health\)/)
     t.match(run.stdout, /\| full handshakes \(paired device\)/)
@@ -64,6 +66,14 @@ t.test('bench:scheduler, small: every job fires once, spread over the instances'
   positive(t, run.figures, ['firesPerSecond'])
   const perInstance = run.figures.runsPerInstance as number[]
   t.equal(perInstance.reduce((sum, n) => sum + n, 0), 60, 'the instances ran 60 jobs between them')
+})
+
+t.test('bench:variants, small: a Node flag and an environment variable, each against its own baseline', async (t) => {
+  const run = await runBench('variants.ts', { VARIANTS: '|--single-threaded-gc;HEALTH_CHECK_INTERVAL_MS=60000', ROUNDS: '1', SECONDS: '1', RPC_CONNECTIONS: '10' })
+  t.equal(run.code, 0, run.stderr.slice(-2000))
+  t.match(run.figures, { bench: 'variants', rounds: 1, variants: [{ variant: '(as shipped)' }, { variant: '--single-threaded-gc;HEALTH_CHECK_INTERVAL_MS=60000' }] })
+  for (const variant of run.figures.variants as Array<Record<string, unknown>>) positive(t, variant, ['rateRatio', 'p99Ratio'])
+  t.match(run.stdout, /\| --single-threaded-gc;HEALTH_CHECK_INTERVAL_MS=60000 \| \d/)
 })
 
 t.test('bench:ab, small: one build against itself, both loaded at once', async (t) => {
