@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { openGateway, rpcLoad, startGateway } from '../bench/lib.ts'
 
 t.setTimeout(600_000)
 
@@ -30,6 +31,21 @@ function positive (t: Pick<typeof import('tap').default, 'ok'>, figures: Record<
     t.ok(typeof value === 'number' && Number.isFinite(value) && value > 0, `${key} is a positive number (${String(value)})`)
   }
 }
+
+t.test('the benchmark client is the same for both servers: gateway sockets carry no listener of their own into the RPC load', async (t) => {
+  // The bare side is a plain ws socket; a gateway socket that kept a test helper's frame recorder would
+  // parse and keep every answer, charging the gateway's figures with the client's work.
+  const gateway = await startGateway()
+  t.teardown(gateway.cleanup)
+  const sockets = await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, 3)
+  for (const ws of sockets) {
+    t.equal(ws.readyState, ws.OPEN, 'admitted and open')
+    t.equal(ws.listenerCount('message'), 0, 'no message listener left from the handshake')
+  }
+  const load = await rpcLoad(sockets, 0.2)
+  t.ok(load.count > 0, `health calls answered on the open sockets (${load.count})`)
+  for (const ws of sockets) ws.terminate()
+})
 
 t.test('bench:gateway, small, on Postgres and on PGlite: every figure of the table and the JSON line', async (t) => {
   for (const database of ['postgres', 'pglite']) {
