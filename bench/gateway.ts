@@ -1,7 +1,8 @@
 // The gateway against a bare `ws` server, measured in the same run by the
 // same client: authorized RPC throughput and latency, full handshakes per
 // second, memory per idle authenticated connection, and the Ed25519 verify
-// rate of one core. Each figure is the median of RUNS runs (default 3), each
+// rate of one core. Each load first runs WARM_UP_SECONDS (1) unmeasured on both
+// servers alike. Each figure is the median of RUNS runs (default 3), each
 // with its own baseline. Prints a table and one JSON line. A figure, not a test.
 //
 //   npm run bench:gateway                  # Postgres at TEST_DATABASE_URL
@@ -18,6 +19,8 @@ const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
 const RPC_SECONDS = Number(process.env.RPC_SECONDS ?? 5)
 const HANDSHAKE_SECONDS = Number(process.env.HANDSHAKE_SECONDS ?? 5)
 const HANDSHAKE_CONCURRENCY = Number(process.env.HANDSHAKE_CONCURRENCY ?? 16)
+/** Each load first runs this long unmeasured, on both servers alike, so that figures are of JIT-compiled code. */
+const WARM_UP_SECONDS = Number(process.env.WARM_UP_SECONDS ?? 1)
 const IDLE_CONNECTIONS = Number(process.env.IDLE_CONNECTIONS ?? 2000)
 const IDLE_WARM_UP = 200
 const IDLE_STEPS = 5
@@ -175,12 +178,16 @@ async function oneRun (): Promise<RunResult> {
   const gateway = await startGateway()
   try {
     const bareSockets = await openBare(bare.port, RPC_CONNECTIONS)
+    await rpcLoad(bareSockets, WARM_UP_SECONDS)
     const bareRpc = await rpcLoad(bareSockets, RPC_SECONDS)
     closeAll(bareSockets)
     const gatewaySockets = await openGateway(gateway.server.port, gateway.device, gateway.deviceToken, RPC_CONNECTIONS)
+    await rpcLoad(gatewaySockets, WARM_UP_SECONDS)
     const gatewayRpc = await rpcLoad(gatewaySockets, RPC_SECONDS)
     closeAll(gatewaySockets)
 
+    await loopFor(WARM_UP_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
+    await loopFor(WARM_UP_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
     const bareHandshakes = await handshakeLoad(bare, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
     const batches = async (): Promise<[number, number]> => await Promise.all([
       scrapeMetric(gateway.server.port, 'scopegate_device_access_batch_size_sum'),

@@ -49,7 +49,7 @@ t.test('the benchmark client is the same for both servers: gateway sockets carry
 
 t.test('bench:gateway, small, on Postgres and on PGlite: every figure of the table and the JSON line', async (t) => {
   for (const database of ['postgres', 'pglite']) {
-    const run = await runBench('gateway.ts', { BENCH_DB: database, RUNS: '1', RPC_SECONDS: '1', HANDSHAKE_SECONDS: '1', IDLE_CONNECTIONS: '100', RPC_CONNECTIONS: '10', HANDSHAKE_CONCURRENCY: '4' })
+    const run = await runBench('gateway.ts', { BENCH_DB: database, RUNS: '1', RPC_SECONDS: '1', HANDSHAKE_SECONDS: '1', WARM_UP_SECONDS: '0.2', IDLE_CONNECTIONS: '100', RPC_CONNECTIONS: '10', HANDSHAKE_CONCURRENCY: '4' })
     t.equal(run.code, 0, `${database}: exit 0 ${run.stderr.slice(-2000)}`)
     t.match(run.figures, { bench: 'gateway-vs-ws', database, runs: 1 })
     positive(t, run.figures, ['rpcRatio', 'rpcP99Ratio', 'gatewayRps', 'bareRps', 'handshakeRatio', 'gatewayHandshakesPerSecond', 'bareHandshakesPerSecond',
