@@ -97,7 +97,7 @@ t.test('bench:ab, small: one build against itself, both loaded at once', async (
     const run = await runBench('ab.ts', { B: ROOT, MODE: mode, ROUNDS: '1', SECONDS: '1', RPC_CONNECTIONS: '10', HANDSHAKE_CONCURRENCY: '4' })
     t.equal(run.code, 0, `${mode}: ${run.stderr.slice(-2000)}`)
     t.match(run.figures, { bench: 'ab', mode, rounds: 1 })
-    positive(t, run.figures, ['cpuPerOpRatioBoverA', 'rateRatioBoverA'])
+    positive(t, run.figures, ['cpuPerOpRatioBoverA', 'rateRatioBoverA', 'p50RatioBoverA', 'p99RatioBoverA'])
   }
 })
 
