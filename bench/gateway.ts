@@ -12,7 +12,8 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
-import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, loopFor, machineCpuMs, median, openGateway, rpcLoad, rssBytes, scrapeMetric, startGateway, startProcess, type Server } from './lib.ts'
+import { metricValue } from '../test/helpers/metrics.ts'
+import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, loopFor, machineCpuMs, median, openGateway, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -190,8 +191,8 @@ async function oneRun (): Promise<RunResult> {
     await loopFor(WARM_UP_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))
     const bareHandshakes = await handshakeLoad(bare, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await bareHandshake(bare.port))
     const batches = async (): Promise<[number, number]> => await Promise.all([
-      scrapeMetric(gateway.server.port, 'scopegate_device_access_batch_size_sum'),
-      scrapeMetric(gateway.server.port, 'scopegate_device_access_batch_size_count')
+      metricValue(`http://127.0.0.1:${gateway.server.port}`, 'scopegate_device_access_batch_size_sum'),
+      metricValue(`http://127.0.0.1:${gateway.server.port}`, 'scopegate_device_access_batch_size_count')
     ])
     const [lookupsBefore, queriesBefore] = await batches()
     const gatewayHandshakes = await handshakeLoad(gateway.server, HANDSHAKE_SECONDS, HANDSHAKE_CONCURRENCY, async () => await gatewayHandshake(gateway.server.port, gateway.device, gateway.deviceToken))

@@ -87,13 +87,6 @@ export function machineCpuMs (): { busy: number, total: number } {
   return { busy: (total - idle) * 10, total: total * 10 }
 }
 
-/** A value of the gateway's /metrics (the first series with exactly this name and no labels). */
-export async function scrapeMetric (port: number, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `))
-  return Number(line?.split(' ')[1] ?? NaN)
-}
-
 export interface Gateway { server: Server, device: TestDevice, deviceToken: string, cleanup: () => Promise<void> }
 
 /**

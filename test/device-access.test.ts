@@ -6,7 +6,8 @@ import type { HotSqlClient } from '../src/db/database.ts'
 import { DeviceAccessLoader, type DeviceAccess } from '../src/devices/access.ts'
 import { TestDevice } from './helpers/device.ts'
 import { pairDevice } from './helpers/pairing.ts'
-import { startServer, type TestServer } from './helpers/server.ts'
+import { metricValue } from './helpers/metrics.ts'
+import { startServer } from './helpers/server.ts'
 
 // PGlite starts in seconds; this file starts it twice.
 t.setTimeout(180_000)
@@ -24,12 +25,6 @@ function counted (sql: HotSqlClient): { sql: HotSqlClient, statements: () => num
     },
     statements: () => statements
   }
-}
-
-async function metric (server: TestServer, name: string): Promise<number> {
-  const text = await (await fetch(`${server.httpUrl}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
-  return Number(line?.split(' ')[1] ?? NaN)
 }
 
 for (const database of ['pglite', 'postgres'] as const) {
@@ -98,8 +93,8 @@ for (const database of ['pglite', 'postgres'] as const) {
     const server = await startServer(t, database === 'pglite' ? { databaseUrl: undefined } : {})
     const readers = await Promise.all(Array.from({ length: 4 }, async () => await pairDevice(server, ['operator.read'])))
     const writers = await Promise.all(Array.from({ length: 4 }, async () => await pairDevice(server, ['operator.read', 'operator.write'])))
-    const queriesBefore = await metric(server, 'scopegate_device_access_batch_size_count')
-    const lookupsBefore = await metric(server, 'scopegate_device_access_batch_size_sum')
+    const queriesBefore = await metricValue(server.httpUrl, 'scopegate_device_access_batch_size_count')
+    const lookupsBefore = await metricValue(server.httpUrl, 'scopegate_device_access_batch_size_sum')
 
     const rounds = 5
     const attempts = Array.from({ length: rounds }, () => [
@@ -118,8 +113,8 @@ for (const database of ['pglite', 'postgres'] as const) {
       }
       await socket.close()
     }
-    const queries = (await metric(server, 'scopegate_device_access_batch_size_count')) - queriesBefore
-    const lookups = (await metric(server, 'scopegate_device_access_batch_size_sum')) - lookupsBefore
+    const queries = (await metricValue(server.httpUrl, 'scopegate_device_access_batch_size_count')) - queriesBefore
+    const lookups = (await metricValue(server.httpUrl, 'scopegate_device_access_batch_size_sum')) - lookupsBefore
     t.equal(lookups, attempts.length, 'every handshake looked its device up')
     t.ok(queries >= 1 && queries <= attempts.length, `${lookups} lookups in ${queries} queries`)
   })

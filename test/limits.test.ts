@@ -3,6 +3,7 @@ import type WebSocket from 'ws'
 import { ConfigError, DEFAULT_LIMITS, loadConfig, parseTrustProxy } from '../src/config.ts'
 import { KeyedRateLimiter, TokenBucket } from '../src/gateway/rate-limit.ts'
 import { TestDevice, TestSocket, type ConnectResult, type Frame } from './helpers/device.ts'
+import { metricValue } from './helpers/metrics.ts'
 import { startServer, type TestServer } from './helpers/server.ts'
 
 // Each limit of API.md against a real server with small configured values,
@@ -20,9 +21,7 @@ function forwardedFor (ip: string): WebSocket.ClientOptions {
 }
 
 async function metric (server: TestServer, series: string): Promise<number> {
-  const text = await (await fetch(`${server.httpUrl}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith(series + ' '))
-  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+  return await metricValue(server.httpUrl, series)
 }
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
