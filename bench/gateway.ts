@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import type { TestDevice } from '../test/helpers/device.ts'
 import { metricValue } from '../test/helpers/metrics.ts'
-import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, loopFor, machineCpuMs, median, openGateway, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
+import { collectGarbage, cpuMs, DATABASE, gatewayHandshake, loopFor, machineCpuMs, median, openBare, openGateway, rpcLoad, rssBytes, startGateway, startProcess, type Server } from './lib.ts'
 
 const RUNS = Number(process.env.RUNS ?? 3)
 const RPC_CONNECTIONS = Number(process.env.RPC_CONNECTIONS ?? 50)
@@ -30,19 +30,6 @@ const BARE = fileURLToPath(new URL('./bare-ws-server.mjs', import.meta.url))
 
 async function sleep (ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/** `count` connections, 50 at a time like openGateway's, so both servers see the same arrival pattern. */
-async function openBare (port: number, count: number): Promise<WebSocket[]> {
-  const sockets: WebSocket[] = []
-  for (let i = 0; i < count; i += 50) {
-    sockets.push(...await Promise.all(Array.from({ length: Math.min(50, count - i) }, async () => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
-      await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
-      return ws
-    })))
-  }
-  return sockets
 }
 
 function closeAll (sockets: WebSocket[]): void {

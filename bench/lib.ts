@@ -209,6 +209,19 @@ export async function rpcLoad (sockets: WebSocket[], seconds: number): Promise<{
   return { rate: count / seconds, count, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
 }
 
+/** `count` connections to the bare ws server, 50 at a time like openGateway's, so both servers see the same arrival pattern. */
+export async function openBare (port: number, count: number): Promise<WebSocket[]> {
+  const sockets: WebSocket[] = []
+  for (let i = 0; i < count; i += 50) {
+    sockets.push(...await Promise.all(Array.from({ length: Math.min(50, count - i) }, async () => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
+      await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
+      return ws
+    })))
+  }
+  return sockets
+}
+
 export async function openGateway (port: number, device: TestDevice, deviceToken: string, count: number): Promise<WebSocket[]> {
   const sockets: WebSocket[] = []
   // A few at a time, like clients arriving.

@@ -9,8 +9,8 @@
 //
 // VARIANTS: variants separated by `|`; each is `<node flags>;<ENV=value ...>`,
 // either part may be empty (an empty variant is the gateway as it ships).
-import WebSocket from 'ws'
-import { median, openGateway, rpcLoad, startGateway, startProcess, type Gateway } from './lib.ts'
+import type WebSocket from 'ws'
+import { median, openBare, openGateway, rpcLoad, startGateway, startProcess, type Gateway } from './lib.ts'
 
 const SECONDS = Number(process.env.SECONDS ?? 3)
 const ROUNDS = Number(process.env.ROUNDS ?? 6)
@@ -29,14 +29,6 @@ function parseVariant (text: string): { nodeArgs: string[], env: Record<string, 
     env[assignment.slice(0, at)] = assignment.slice(at + 1)
   }
   return { nodeArgs: flags.split(' ').filter((arg) => arg !== ''), env }
-}
-
-async function openBare (port: number, count: number): Promise<WebSocket[]> {
-  return await Promise.all(Array.from({ length: count }, async () => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false })
-    await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject) })
-    return ws
-  }))
 }
 
 async function main (): Promise<void> {
